@@ -1,0 +1,157 @@
+"""VGG19 feature extractor in Flax, with the layer names of the Gatys et al. papers.
+
+The network is the 16-conv VGG19 of Simonyan and Zisserman as torchvision lays it out, cut after the
+deepest layer a loss needs. Channel widths are configurable so that tests can use a narrow network
+with the same depth, pooling and receptive field as the real one.
+
+For exact tiling (see `tiling.py`) the forward pass accepts per-level validity masks: multiplying
+every activation (after normalisation, after every conv+ReLU and after every pooling) by the mask of
+its level makes a tile behave as if it were part of the whole, zero-padded image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+DEFAULT_WIDTHS: tuple[int, ...] = (64, 128, 256, 512, 512)
+CONVS_PER_BLOCK: tuple[int, ...] = (2, 2, 4, 4, 4)
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def _layer_sequence() -> tuple[str, ...]:
+    names: list[str] = []
+    for block, n in enumerate(CONVS_PER_BLOCK, start=1):
+        names += [f"conv{block}_{i}" for i in range(1, n + 1)]
+        if block < len(CONVS_PER_BLOCK):
+            names.append(f"pool{block}")
+    return tuple(names)
+
+
+LAYERS: tuple[str, ...] = _layer_sequence()
+CONV_LAYERS: tuple[str, ...] = tuple(n for n in LAYERS if n.startswith("conv"))
+
+
+def layer_level(name: str) -> int:
+    """Number of 2×2 poolings before `name`: its resolution is the input's / 2**level."""
+    if name not in LAYERS:
+        raise ValueError(f"unknown VGG19 layer {name!r}; known: {', '.join(CONV_LAYERS)}")
+    return int(name[4]) - 1 if name.startswith("conv") else int(name[4])
+
+
+def deepest(names: Sequence[str]) -> str:
+    """The layer of `names` that comes last in the network."""
+    return max(names, key=LAYERS.index)
+
+
+def layers_up_to(last: str) -> tuple[str, ...]:
+    return LAYERS[: LAYERS.index(last) + 1]
+
+
+def conv_width(name: str, widths: Sequence[int]) -> int:
+    return int(widths[int(name[4]) - 1])
+
+
+def exact_halo(last: str) -> int:
+    """Smallest halo (in input pixels, a multiple of 2**level) that makes tile cores exact.
+
+    A tile's own zero padding at its window edge corrupts activations that are within `e`
+    positions of the edge: each 3×3 conv adds one, each 2×2 pooling halves (rounding up). The
+    core must start at least `e` positions in at every level, so the halo is the largest
+    `e * 2**level` over the layers that are computed.
+    """
+    e, need = 0, 0
+    for name in layers_up_to(last):
+        if name.startswith("pool"):
+            e = -(-e // 2)
+        else:
+            e += 1
+            need = max(need, e * 2 ** layer_level(name))
+    align = 2 ** layer_level(last)
+    return -(-need // align) * align
+
+
+class VGG19(nn.Module):
+    """VGG19 features after ReLU, named `conv1_1` … `conv5_4`.
+
+    Input: (N, H, W, 3) RGB in [0, 1]; ImageNet mean/std normalisation happens inside.
+    `outputs` names the layers to return; nothing after the deepest of them is computed.
+    """
+
+    widths: tuple[int, ...] = DEFAULT_WIDTHS
+    pooling: str = "avg"
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.Array,
+        outputs: Sequence[str] = ("conv5_1",),
+        masks: Sequence[jax.Array] | None = None,
+    ) -> dict[str, jax.Array]:
+        def masked(h: jax.Array, level: int) -> jax.Array:
+            return h if masks is None else h * masks[level].astype(h.dtype)
+
+        h = (x - IMAGENET_MEAN) / IMAGENET_STD
+        h = masked(h.astype(self.dtype), 0)
+        feats: dict[str, jax.Array] = {}
+        for name in layers_up_to(deepest(outputs)):
+            level = layer_level(name)
+            if name.startswith("pool"):
+                pool = nn.avg_pool if self.pooling == "avg" else nn.max_pool
+                h = masked(pool(h, (2, 2), strides=(2, 2), padding="VALID"), level)
+                continue
+            conv = nn.Conv(
+                conv_width(name, self.widths),
+                (3, 3),
+                padding="SAME",
+                dtype=self.dtype,
+                param_dtype=jnp.float32,
+                name=name,
+            )
+            h = masked(nn.relu(conv(h)), level)
+            if name in outputs:
+                feats[name] = h
+        return feats
+
+
+def random_params(seed: int, widths: Sequence[int] = DEFAULT_WIDTHS) -> dict:
+    """Seeded, untrained VGG19 parameters (He-normal kernels, zero biases).
+
+    He scaling keeps activations at a similar magnitude through all 16 ReLU layers, so that
+    random features still carry texture statistics at every depth.
+    """
+    key = jax.random.PRNGKey(seed)
+    params: dict[str, dict[str, jax.Array]] = {}
+    cin = 3
+    for name in CONV_LAYERS:
+        key, sub = jax.random.split(key)
+        cout = conv_width(name, widths)
+        std = np.sqrt(2.0 / (9 * cin))
+        params[name] = {
+            "kernel": jax.random.normal(sub, (3, 3, cin, cout), jnp.float32) * std,
+            "bias": jnp.zeros((cout,), jnp.float32),
+        }
+        cin = cout
+    return params
+
+
+def param_shapes(widths: Sequence[int] = DEFAULT_WIDTHS) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Expected shapes (HWIO kernels) of every conv layer, for checking imported weights."""
+    shapes: dict[str, dict[str, tuple[int, ...]]] = {}
+    cin = 3
+    for name in CONV_LAYERS:
+        cout = conv_width(name, widths)
+        shapes[name] = {"kernel": (3, 3, cin, cout), "bias": (cout,)}
+        cin = cout
+    return shapes
+
+
+def widths_of(params: dict) -> tuple[int, ...]:
+    """Channel widths of a parameter tree (one per block)."""
+    return tuple(int(params[f"conv{b}_1"]["bias"].shape[0]) for b in range(1, 6))

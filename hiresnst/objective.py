@@ -1,0 +1,332 @@
+"""The Gatys objective as a pure function of (parameters, image, targets), untiled or tiled.
+
+Untiled: one forward/backward over the whole image. Tiled: two passes over overlapping tiles
+(see `tiling.py`):
+1. forward only, summing each style layer's Gram over the tile cores (and, for the value alone,
+   the local content and TV terms);
+2. forward and backward per tile of a surrogate whose gradient is the tile's share of the true
+   gradient: the style term enters through ∂L/∂G held constant, content and TV through their
+   core-restricted sums. Tile gradients, halos included, are added into the image gradient.
+Both passes are `lax.scan`s over batches of equal-shaped tiles, so device memory is bounded by
+one batch, and the result equals the untiled objective and gradient up to fp32 summation order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import losses
+from .model import LAYERS, VGG19, deepest, exact_halo, layer_level
+from .tiling import TileGrid, add_window, batched_origins, extract, make_grid, valid_masks
+
+STYLE_LAYERS: tuple[str, ...] = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+CONTENT_LAYERS: tuple[str, ...] = ("conv4_2",)
+
+Params = dict
+Targets = dict  # {"style": {layer: A (C, C)}, "content": {layer: features}}
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """Everything static about the objective; hashable, so jitted functions close over it."""
+
+    content_layers: tuple[tuple[str, float], ...] = tuple((n, 1.0) for n in CONTENT_LAYERS)
+    style_layers: tuple[tuple[str, float], ...] = tuple((n, 1.0 / 5) for n in STYLE_LAYERS)
+    content_weight: float = 1.0
+    style_weight: float = 1.0
+    tv_weight: float = 0.0
+    widths: tuple[int, ...] = (64, 128, 256, 512, 512)
+    pooling: str = "avg"
+    dtype: str = "float32"
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        names = {n for n, _ in self.content_layers} | {n for n, _ in self.style_layers}
+        return tuple(sorted(names, key=LAYERS.index))
+
+    @property
+    def levels(self) -> int:
+        """Poolings before the deepest layer used: tiles align to 2**levels pixels."""
+        return layer_level(deepest(self.outputs))
+
+    @property
+    def halo(self) -> int:
+        return exact_halo(deepest(self.outputs))
+
+    def model(self) -> VGG19:
+        return VGG19(widths=self.widths, pooling=self.pooling, dtype=jnp.dtype(self.dtype))
+
+    def style_weights(self) -> dict[str, float]:
+        return {n: self.style_weight * w for n, w in self.style_layers}
+
+
+def features(
+    params: Params,
+    spec: LossSpec,
+    x: jax.Array,
+    layers: tuple[str, ...],
+    masks: tuple[jax.Array, ...] | None = None,
+) -> dict[str, jax.Array]:
+    return spec.model().apply({"params": params}, x, outputs=layers, masks=masks)
+
+
+def _counts(spec: LossSpec, height: int, width: int) -> dict[str, int]:
+    """Positions of each layer in the whole image (floor pooling)."""
+    out = {}
+    for name in spec.outputs:
+        k = layer_level(name)
+        h, w = height, width
+        for _ in range(k):
+            h, w = h // 2, w // 2
+        out[name] = h * w
+    return out
+
+
+def _content_term(
+    spec: LossSpec, feats: dict[str, jax.Array], targets: dict, counts: dict[str, int]
+) -> jax.Array:
+    total = jnp.float32(0.0)
+    for name, w in spec.content_layers:
+        f = feats[name]
+        total = total + w * losses.content_sum(f, targets[name]) / (counts[name] * f.shape[-1])
+    return spec.content_weight * total
+
+
+# ---------------------------------------------------------------- untiled
+
+
+def untiled_loss(
+    params: Params, x: jax.Array, targets: Targets, spec: LossSpec
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Total loss and its weighted terms for an (H, W, 3) image in [0, 1]."""
+    h, w = x.shape[:2]
+    counts = _counts(spec, h, w)
+    feats = features(params, spec, x[None], spec.outputs)
+    grams = {n: losses.gram_sum(feats[n]) for n, _ in spec.style_layers}
+    style = losses.style_loss_from_grams(grams, targets["style"], counts, spec.style_weights())
+    content = _content_term(spec, feats, targets["content"], counts)
+    tv = spec.tv_weight * losses.tv_sum(x) / (h * w * 3)
+    terms = {"content": content, "style": style, "tv": tv}
+    return content + style + tv, terms
+
+
+# ---------------------------------------------------------------- tiled
+
+
+def _windows(
+    grid: TileGrid, x_pad: jax.Array, origins: jax.Array, live: jax.Array
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    wins = jax.vmap(lambda o: extract(x_pad, o, grid.window))(origins)
+    masks = jax.vmap(lambda o: valid_masks(grid, o))(origins)
+    masks = tuple(m * live[:, None, None, None] for m in masks)
+    return wins, masks
+
+
+def _core(grid: TileGrid, f: jax.Array, level: int) -> jax.Array:
+    s = grid.core_slice(level)
+    return f[:, s, s, :]
+
+
+def _tv_core(grid: TileGrid, wins: jax.Array, valid: jax.Array) -> jax.Array:
+    """TV pairs whose first pixel lies in the core (the second may lie in the halo)."""
+    h, t = grid.halo, grid.tile
+    rows = losses.tv_axis_sum(
+        wins[:, h : h + t + 1, h : h + t], valid[:, h : h + t + 1, h : h + t], -3
+    )
+    cols = losses.tv_axis_sum(
+        wins[:, h : h + t, h : h + t + 1], valid[:, h : h + t, h : h + t + 1], -2
+    )
+    return rows + cols
+
+
+def _local_terms(
+    spec: LossSpec,
+    grid: TileGrid,
+    wins: jax.Array,
+    masks: tuple[jax.Array, ...],
+    feats: dict[str, jax.Array],
+    content: dict[str, jax.Array],
+    counts: dict[str, int],
+) -> tuple[jax.Array, jax.Array]:
+    core = {n: _core(grid, feats[n], layer_level(n)) for n, _ in spec.content_layers}
+    c = _content_term(spec, core, content, counts)
+    tv = spec.tv_weight * _tv_core(grid, wins, masks[0]) / (grid.height * grid.width * 3)
+    return c, tv
+
+
+@dataclass(frozen=True)
+class TiledPlan:
+    """A grid plus the batching of its tiles (static)."""
+
+    grid: TileGrid
+    batch: int
+
+    def batches(self) -> tuple[np.ndarray, np.ndarray]:
+        return batched_origins(self.grid, self.batch)
+
+
+def make_plan(
+    height: int, width: int, spec: LossSpec, tile: int, overlap: int | None, batch: int
+) -> TiledPlan:
+    halo = spec.halo if overlap is None else overlap
+    grid = make_grid(height, width, tile, halo, spec.levels)
+    return TiledPlan(grid, max(1, min(batch, grid.count)))
+
+
+def tiled_grams(
+    params: Params, spec: LossSpec, plan: TiledPlan, x: jax.Array, layers: tuple[str, ...]
+) -> dict[str, jax.Array]:
+    """Σ over the whole image of f fᵀ for each layer, accumulated over tile cores."""
+    grid = plan.grid
+    x_pad = grid.pad(x)
+    origins, live = plan.batches()
+
+    def body(acc, xs):
+        o, lv = xs
+        wins, masks = _windows(grid, x_pad, o, lv)
+        feats = features(params, spec, wins, layers, masks)
+        return {
+            n: acc[n] + losses.gram_sum(_core(grid, feats[n], layer_level(n))) for n in layers
+        }, None
+
+    init = {n: jnp.zeros((feats_width(spec, n),) * 2, jnp.float32) for n in layers}
+    acc, _ = jax.lax.scan(body, init, (jnp.asarray(origins), jnp.asarray(live)))
+    return acc
+
+
+def feats_width(spec: LossSpec, name: str) -> int:
+    return int(spec.widths[int(name[4]) - 1])
+
+
+def tiled_core_features(
+    params: Params, spec: LossSpec, plan: TiledPlan, x: jax.Array, layers: tuple[str, ...]
+) -> dict[str, jax.Array]:
+    """Each tile's core features, shaped (n_batches, batch, t_k, t_k, C): the content targets."""
+    grid = plan.grid
+    x_pad = grid.pad(x)
+    origins, live = plan.batches()
+
+    def body(_, xs):
+        o, lv = xs
+        wins, masks = _windows(grid, x_pad, o, lv)
+        feats = features(params, spec, wins, layers, masks)
+        return None, {n: _core(grid, feats[n], layer_level(n)) for n in layers}
+
+    _, out = jax.lax.scan(body, None, (jnp.asarray(origins), jnp.asarray(live)))
+    return out
+
+
+def tiled_value_and_grad(
+    params: Params, x: jax.Array, targets: Targets, spec: LossSpec, plan: TiledPlan
+) -> tuple[tuple[jax.Array, dict[str, jax.Array]], jax.Array]:
+    """((loss, terms), gradient) of the whole-image objective, computed tile by tile."""
+    grid = plan.grid
+    counts = _counts(spec, grid.height, grid.width)
+    style_names = tuple(n for n, _ in spec.style_layers)
+    weights = spec.style_weights()
+    grams = tiled_grams(params, spec, plan, x, style_names)
+    style = losses.style_loss_from_grams(grams, targets["style"], counts, weights)
+    cot = losses.style_gram_cotangents(grams, targets["style"], counts, weights)
+
+    x_pad = grid.pad(x)
+    origins, live = plan.batches()
+
+    def surrogate(wins, masks, content):
+        feats = features(params, spec, wins, spec.outputs, masks)
+        s = sum(
+            jnp.sum(cot[n] * losses.gram_sum(_core(grid, feats[n], layer_level(n))))
+            for n in style_names
+        )
+        c, tv = _local_terms(spec, grid, wins, masks, feats, content, counts)
+        return s + c + tv, (c, tv)
+
+    def body(carry, xs):
+        acc, c_sum, tv_sum = carry
+        o, lv, content = xs
+        wins, masks = _windows(grid, x_pad, o, lv)
+        g, (c, tv) = jax.grad(surrogate, has_aux=True)(wins, masks, content)
+        for i in range(o.shape[0]):
+            acc = add_window(acc, o[i], g[i])
+        return (acc, c_sum + c, tv_sum + tv), None
+
+    init = (jnp.zeros_like(x_pad), jnp.float32(0.0), jnp.float32(0.0))
+    xs = (jnp.asarray(origins), jnp.asarray(live), targets["content"])
+    (grad_pad, content, tv), _ = jax.lax.scan(body, init, xs)
+    terms = {"content": content, "style": style, "tv": tv}
+    return (content + style + tv, terms), grid.unpad(grad_pad)
+
+
+def tiled_loss(
+    params: Params, x: jax.Array, targets: Targets, spec: LossSpec, plan: TiledPlan
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The value alone (one forward pass over the tiles), e.g. for L-BFGS line searches."""
+    grid = plan.grid
+    counts = _counts(spec, grid.height, grid.width)
+    style_names = tuple(n for n, _ in spec.style_layers)
+    x_pad = grid.pad(x)
+    origins, live = plan.batches()
+
+    def body(carry, xs):
+        grams, c_sum, tv_sum = carry
+        o, lv, content = xs
+        wins, masks = _windows(grid, x_pad, o, lv)
+        feats = features(params, spec, wins, spec.outputs, masks)
+        grams = {
+            n: grams[n] + losses.gram_sum(_core(grid, feats[n], layer_level(n)))
+            for n in style_names
+        }
+        c, tv = _local_terms(spec, grid, wins, masks, feats, content, counts)
+        return (grams, c_sum + c, tv_sum + tv), None
+
+    init_g = {n: jnp.zeros((feats_width(spec, n),) * 2, jnp.float32) for n in style_names}
+    init = (init_g, jnp.float32(0.0), jnp.float32(0.0))
+    xs = (jnp.asarray(origins), jnp.asarray(live), targets["content"])
+    (grams, content, tv), _ = jax.lax.scan(body, init, xs)
+    style = losses.style_loss_from_grams(grams, targets["style"], counts, spec.style_weights())
+    terms = {"content": content, "style": style, "tv": tv}
+    return content + style + tv, terms
+
+
+# ---------------------------------------------------------------- targets
+
+
+def style_target(
+    params: Params, spec: LossSpec, style: jax.Array, plan: TiledPlan | None
+) -> dict[str, jax.Array]:
+    """A_l = G_l / N_l of one style image (tiled when a plan is given, for large styles)."""
+    names = tuple(n for n, _ in spec.style_layers)
+    counts = _counts(spec, *style.shape[:2])
+    if plan is None:
+        feats = features(params, spec, style[None], names)
+        grams = {n: losses.gram_sum(feats[n]) for n in names}
+    else:
+        grams = tiled_grams(params, spec, plan, style, names)
+    return {n: grams[n] / counts[n] for n in names}
+
+
+def content_target(
+    params: Params, spec: LossSpec, content: jax.Array, plan: TiledPlan | None
+) -> dict[str, jax.Array]:
+    """Content features: whole maps (untiled) or per-tile cores laid out like the tile batches."""
+    names = tuple(n for n, _ in spec.content_layers)
+    if plan is None:
+        return features(params, spec, content[None], names)
+    return tiled_core_features(params, spec, plan, content, names)
+
+
+def blend_style_targets(
+    targets: list[dict[str, jax.Array]], blend: list[float]
+) -> dict[str, jax.Array]:
+    """Σ_s w_s A_s with normalised weights: the optimum of Σ_s w_s ‖G − A_s‖² (same gradient)."""
+    total = float(sum(blend))
+    return {
+        n: sum(w / total * t[n] for w, t in zip(blend, targets, strict=True)) for n in targets[0]
+    }
+
+
+ValueAndGrad = Callable[[jax.Array], tuple[tuple[jax.Array, dict], jax.Array]]

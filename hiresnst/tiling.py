@@ -1,0 +1,142 @@
+"""Geometry of overlapping tiles whose cores partition the image exactly at every VGG level.
+
+A tile is a window of `tile + 2·halo` pixels whose central `tile × tile` square is its *core*.
+Cores start at multiples of `tile` (itself a multiple of the pooling alignment, 2**levels), so at
+every level k the cores' images (÷ 2**k) partition the whole image's positions, and each core
+position is computed from a window whose halo covers the receptive field (see
+`model.exact_halo`). The conditions and their proof are in the project's design notes
+(`exact-tiling.md`).
+
+Windows live in *padded* coordinates: the image is zero-padded by `halo` on the top/left and up to
+the last window on the bottom/right, so that every window is an in-bounds static-size slice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def pooled_sizes(size: int, levels: int) -> tuple[int, ...]:
+    """Feature-map sizes at levels 0…levels of a floor-pooling network (odd sizes drop a row)."""
+    sizes = [size]
+    for _ in range(levels):
+        sizes.append(sizes[-1] // 2)
+    return tuple(sizes)
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Static tiling of an H×W image; hashable so jitted functions can close over it."""
+
+    height: int
+    width: int
+    tile: int
+    halo: int
+    levels: int
+
+    def __post_init__(self) -> None:
+        align = 2**self.levels
+        if self.tile <= 0 or self.tile % align or self.halo % align:
+            raise ValueError(f"tile {self.tile} and halo {self.halo} must be multiples of {align}")
+
+    @property
+    def ny(self) -> int:
+        return -(-self.height // self.tile)
+
+    @property
+    def nx(self) -> int:
+        return -(-self.width // self.tile)
+
+    @property
+    def count(self) -> int:
+        return self.ny * self.nx
+
+    @property
+    def window(self) -> int:
+        return self.tile + 2 * self.halo
+
+    @property
+    def padded_shape(self) -> tuple[int, int]:
+        return self.ny * self.tile + 2 * self.halo, self.nx * self.tile + 2 * self.halo
+
+    def origins(self) -> np.ndarray:
+        """(count, 2) window origins in padded coordinates, row-major over the tile grid."""
+        iy, ix = np.meshgrid(np.arange(self.ny), np.arange(self.nx), indexing="ij")
+        return np.stack([iy.ravel(), ix.ravel()], axis=1).astype(np.int32) * self.tile
+
+    def pad(self, x: jax.Array) -> jax.Array:
+        """Zero-pad an (H, W, C) image so that every window is in bounds."""
+        ph, pw = self.padded_shape
+        h, w = self.halo, self.halo
+        return jnp.pad(x, ((h, ph - h - self.height), (w, pw - w - self.width), (0, 0)))
+
+    def unpad(self, x_pad: jax.Array) -> jax.Array:
+        h = self.halo
+        return x_pad[h : h + self.height, h : h + self.width]
+
+    def core_slice(self, level: int) -> slice:
+        """The core's rows (or columns) inside a window at `level`."""
+        s = 2**level
+        return slice(self.halo // s, (self.halo + self.tile) // s)
+
+
+def make_grid(height: int, width: int, tile: int, halo: int, levels: int) -> TileGrid:
+    """A grid with `tile` and `halo` rounded up to the pooling alignment (2**levels)."""
+    align = 2**levels
+    return TileGrid(height, width, round_up(max(tile, 1), align), round_up(halo, align), levels)
+
+
+def valid_masks(grid: TileGrid, origin: jax.Array) -> tuple[jax.Array, ...]:
+    """Per-level (window_k, window_k, 1) masks of the positions inside the whole image.
+
+    `origin` is a window's padded-coordinate origin (traced). Multiplying activations by these
+    reproduces the untiled network's zero padding and its floor-pooling's dropped rows.
+    """
+    oy = origin[0] - grid.halo
+    ox = origin[1] - grid.halo
+    hs = pooled_sizes(grid.height, grid.levels)
+    ws = pooled_sizes(grid.width, grid.levels)
+    masks = []
+    for k in range(grid.levels + 1):
+        n = grid.window >> k
+        rows = (oy >> k) + jnp.arange(n)
+        cols = (ox >> k) + jnp.arange(n)
+        mr = (rows >= 0) & (rows < hs[k])
+        mc = (cols >= 0) & (cols < ws[k])
+        masks.append((mr[:, None] & mc[None, :]).astype(jnp.float32)[..., None])
+    return tuple(masks)
+
+
+def extract(x_pad: jax.Array, origin: jax.Array, size: int) -> jax.Array:
+    """The (size, size, C) window of a padded image at a traced origin."""
+    return jax.lax.dynamic_slice(x_pad, (origin[0], origin[1], 0), (size, size, x_pad.shape[-1]))
+
+
+def add_window(acc: jax.Array, origin: jax.Array, window: jax.Array) -> jax.Array:
+    """acc[window at origin] += window; tile gradients are summed this way, halos included."""
+    start = (origin[0], origin[1], 0)
+    current = jax.lax.dynamic_slice(acc, start, window.shape)
+    return jax.lax.dynamic_update_slice(acc, current + window, start)
+
+
+def batched_origins(grid: TileGrid, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Origins grouped into (n_batches, batch, 2), padded with dead tiles, and a live flag.
+
+    Dead tiles (live = 0) keep every batch the same shape; their masks are zero, so they add
+    nothing to any sum or gradient.
+    """
+    origins = grid.origins()
+    n = round_up(len(origins), batch)
+    live = np.zeros(n, np.float32)
+    live[: len(origins)] = 1.0
+    padded = np.zeros((n, 2), np.int32)
+    padded[: len(origins)] = origins
+    return padded.reshape(-1, batch, 2), live.reshape(-1, batch)
