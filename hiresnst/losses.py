@@ -16,10 +16,15 @@ import jax
 import jax.numpy as jnp
 
 
+def acc_dtype(x: jax.Array) -> jnp.dtype:
+    """Accumulation dtype: at least fp32 (bf16 features still sum in fp32)."""
+    return jnp.promote_types(x.dtype, jnp.float32)
+
+
 def gram_sum(f: jax.Array) -> jax.Array:
-    """Σ_p f(p) f(p)ᵀ over every position (and batch item) of an (..., C) feature map, in fp32."""
+    """Σ_p f(p) f(p)ᵀ over every position (and batch item) of an (..., C) feature map."""
     f2 = f.reshape(-1, f.shape[-1])
-    return jnp.einsum("pc,pd->cd", f2, f2, preferred_element_type=jnp.float32)
+    return jnp.einsum("pc,pd->cd", f2, f2, preferred_element_type=acc_dtype(f))
 
 
 def style_loss_from_grams(
@@ -29,7 +34,7 @@ def style_loss_from_grams(
     layer_weights: dict[str, float],
 ) -> jax.Array:
     """Σ_l w_l ‖G_l/N_l − A_l‖² / C_l² from summed Grams G_l and normalised targets A_l."""
-    total = jnp.float32(0.0)
+    total = 0.0
     for name, w in layer_weights.items():
         g = grams[name] / counts[name]
         c = g.shape[-1]
@@ -58,7 +63,8 @@ def style_gram_cotangents(
 
 def content_sum(f: jax.Array, target: jax.Array) -> jax.Array:
     """Σ (F − P)² in fp32 (divide by N·C of the whole image)."""
-    d = f.astype(jnp.float32) - target.astype(jnp.float32)
+    dtype = acc_dtype(f)
+    d = f.astype(dtype) - target.astype(dtype)
     return jnp.sum(d * d)
 
 

@@ -90,7 +90,7 @@ def _counts(spec: LossSpec, height: int, width: int) -> dict[str, int]:
 def _content_term(
     spec: LossSpec, feats: dict[str, jax.Array], targets: dict, counts: dict[str, int]
 ) -> jax.Array:
-    total = jnp.float32(0.0)
+    total = 0.0
     for name, w in spec.content_layers:
         f = feats[name]
         total = total + w * losses.content_sum(f, targets[name]) / (counts[name] * f.shape[-1])
@@ -330,3 +330,34 @@ def blend_style_targets(
 
 
 ValueAndGrad = Callable[[jax.Array], tuple[tuple[jax.Array, dict], jax.Array]]
+
+
+LossFn = Callable[[Params, jax.Array, Targets], tuple[jax.Array, dict[str, jax.Array]]]
+
+
+def make_loss_fn(spec: LossSpec, plan: TiledPlan | None) -> LossFn:
+    """(params, x, targets) -> (loss, terms), differentiable in x.
+
+    Tiled, the value is one forward pass and the gradient is the two-pass tiled gradient
+    (a `custom_vjp`), so `jax.value_and_grad` and optax's line searches get exact gradients with
+    memory bounded by one tile batch. The terms are reported values, not differentiated.
+    """
+    if plan is None:
+        return lambda params, x, targets: untiled_loss(params, x, targets, spec)
+
+    @jax.custom_vjp
+    def loss_fn(params, x, targets):
+        return tiled_loss(params, x, targets, spec, plan)
+
+    def fwd(params, x, targets):
+        (loss, terms), grad = tiled_value_and_grad(params, x, targets, spec, plan)
+        return (loss, terms), (grad, params, targets)
+
+    def bwd(res, cotangents):
+        grad, params, targets = res
+        ct_loss, _ = cotangents
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, (params, targets))
+        return zeros[0], ct_loss * grad, zeros[1]
+
+    loss_fn.defvjp(fwd, bwd)
+    return loss_fn

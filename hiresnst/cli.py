@@ -1,0 +1,170 @@
+"""`hiresnst` command line: a thin typer layer over `hiresnst.render` and the weights tools.
+
+Errors in the user's input reach the terminal as one line on stderr with exit status 2; no
+traceback, and no output file is written.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+try:  # typer ≥ 0.20 vendors click; older releases use click itself
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click.exceptions import ClickException, UsageError
+
+from .errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Neural style transfer at print and gigapixel sizes.",
+)
+
+
+def _parse_steps(text: str) -> int | tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(
+            f"--steps must be a number or a comma list like 400,200,100; got {text!r}"
+        ) from None
+    return values[0] if len(values) == 1 else values
+
+
+def _parse_floats(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"{flag} must be comma-separated numbers, got {text!r}") from None
+
+
+@app.command()
+def render(
+    content: Path = typer.Argument(..., help="Content image (PNG, JPEG or TIFF)."),
+    styles: list[Path] = typer.Argument(..., help="One or more style images."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output file: .png, .jpg or .tif."),
+    size: int = typer.Option(512, help="Long edge of the output in pixels."),
+    steps: str = typer.Option(
+        "200", help="Steps at the final level (coarser levels get more), or one per level: 400,200."
+    ),
+    scales: int = typer.Option(1, help="Pyramid levels, coarse to fine."),
+    min_size: int | None = typer.Option(
+        None, help="Long edge of the coarsest level (default: octaves below --size, 64–512 px)."
+    ),
+    weights: str = typer.Option(
+        "auto", help="auto (cached import), random (seeded, untrained), or a weights file."
+    ),
+    seed: int = typer.Option(0, help="Seed for noise init and random weights."),
+    optimizer: str = typer.Option("adam", help="adam or lbfgs."),
+    learning_rate: float = typer.Option(0.02, help="Adam step size (image in [0, 1])."),
+    content_weight: float = typer.Option(1.0, help="Weight of the content loss."),
+    style_weight: float = typer.Option(1e4, help="Weight of the style loss."),
+    tv_weight: float = typer.Option(1.0, help="Weight of the total-variation loss."),
+    init: str = typer.Option("content", help="content or noise."),
+    pooling: str = typer.Option("avg", help="avg or max pooling in VGG19."),
+    style_blend: str | None = typer.Option(None, help="Blend weights of the styles: 0.7,0.3."),
+    style_scale: float = typer.Option(1.0, help="Style image size relative to the output."),
+    tile: int | None = typer.Option(
+        None, help="Tile core in px (0 = untiled; default: chosen from device memory)."
+    ),
+    overlap: int | None = typer.Option(
+        None, help="Tile halo in px (default: the exact halo of the deepest layer, 80 px)."
+    ),
+    tile_batch: int = typer.Option(1, help="Tiles processed together in one batch."),
+    precision: str = typer.Option("fp32", help="fp32 or bf16 (convolutions; sums in fp32)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON line with the results."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+) -> None:
+    """Render CONTENT in the style of STYLES into OUTPUT."""
+    from . import imageio
+    from .render import RenderConfig, render_with_info
+    from .runtime import enable_compilation_cache
+
+    imageio.check_output_path(output)
+    config = RenderConfig(
+        size=size,
+        steps=_parse_steps(steps),
+        scales=scales,
+        min_size=min_size,
+        weights=weights,
+        seed=seed,
+        optimizer=optimizer,
+        learning_rate=learning_rate,
+        content_weight=content_weight,
+        style_weight=style_weight,
+        tv_weight=tv_weight,
+        init=init,
+        pooling=pooling,
+        style_blend=_parse_floats(style_blend, "--style-blend") if style_blend else None,
+        style_scale=style_scale,
+        tile=tile,
+        overlap=overlap,
+        tile_batch=tile_batch,
+        precision=precision,
+    )
+    config.validate(len(styles))
+    enable_compilation_cache()
+    from .progress import RenderProgress
+
+    with RenderProgress(enabled=not quiet) as bar:
+        result = render_with_info(content, styles, config, progress=bar.update)
+    info = result.info
+    info["inputs"] = {"content": str(content), "styles": [str(s) for s in styles]}
+    if info["weights"].get("kind") == "random":
+        typer.echo(
+            "note: rendered with untrained random VGG19 weights (--weights random); "
+            "this is recorded in the output's metadata",
+            err=True,
+        )
+    imageio.write_image(output, result.image, metadata=info)
+    info["output"] = str(output)
+    if json_out:
+        typer.echo(json.dumps(info, sort_keys=True))
+    elif not quiet:
+        typer.echo(f"wrote {output} ({info['output_size'][0]}×{info['output_size'][1]})", err=True)
+
+
+def _add_weights_app() -> None:
+    from .cli_weights import app as weights_app
+
+    app.add_typer(weights_app, name="weights", help="Import, fetch and inspect VGG19 weights.")
+
+
+_add_weights_app()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the app and return its exit status; user errors become one line and status 2."""
+    try:
+        app(args=argv, standalone_mode=False, prog_name="hiresnst")
+    except UserError as e:
+        typer.echo(f"error: {e}", err=True)
+        return 2
+    except UsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError":
+            typer.echo(e.format_message(), err=True)
+            return 2
+        hint = f" (see '{e.ctx.command_path} --help')" if e.ctx else ""
+        typer.echo(f"error: {e.format_message().splitlines()[0]}{hint}", err=True)
+        return 2
+    except ClickException as e:
+        typer.echo(f"error: {e.format_message().splitlines()[0]}", err=True)
+        return 2
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("error: interrupted", err=True)
+        return 130
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

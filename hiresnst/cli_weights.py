@@ -1,0 +1,91 @@
+"""`hiresnst weights …`: import, download and inspect the cached VGG19 weights.
+
+Bad input raises `UserError`; the main CLI prints it as one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .weights import TORCHVISION_URL, cache_dir, fetch_weights, import_weights, weights_info
+
+app = typer.Typer(
+    help=(
+        "Port torchvision's ImageNet VGG19 weights to the local cache "
+        "($HIRESNST_HOME or ~/.cache/hiresnst) and inspect them."
+    ),
+    no_args_is_help=True,
+)
+
+
+def _describe(info: dict) -> str:
+    widths = ",".join(str(w) for w in info.get("widths", []))
+    return (
+        f"VGG19 weights in {info['path']}\n"
+        f"  source:        {info.get('source')}\n"
+        f"  source sha256: {info.get('source_sha256')}\n"
+        f"  format:        {info.get('source_format')}\n"
+        f"  widths:        {widths}\n"
+        f"  params sha256: {info.get('params_sha256')}\n"
+        f"  imported at:   {info.get('imported_at')}"
+    )
+
+
+@app.command("import")
+def import_cmd(
+    src: Annotated[
+        Path, typer.Argument(help="A VGG19 state dict: .pth (torch.save) or .safetensors file.")
+    ],
+) -> None:
+    """Convert a VGG19 weights file and store it in the cache (replacing any cached weights)."""
+    info = import_weights(src)
+    typer.echo(f"imported {src} -> {info['path']}")
+    typer.echo(_describe(info))
+
+
+@app.command()
+def fetch(
+    url: Annotated[str, typer.Option("--url", help="Where to download the .pth from.")] = (
+        TORCHVISION_URL
+    ),
+    timeout: Annotated[float, typer.Option("--timeout", help="Network timeout in seconds.")] = 30.0,
+) -> None:
+    """Download torchvision's ImageNet VGG19 (about 550 MB), check its hash and import it."""
+    typer.echo(f"downloading {url}")
+    shown = [-1]
+
+    def progress(done: int, total: int | None) -> None:
+        step = done * 10 // total if total else done >> 27  # tenths, or every 128 MiB
+        if step != shown[0]:
+            shown[0] = step
+            mb = done / 2**20
+            msg = f"  {mb:7.1f} MiB" + (f" of {total / 2**20:.1f}" if total else "")
+            typer.echo(msg, err=True)
+
+    info = fetch_weights(url=url, timeout=timeout, progress=progress)
+    typer.echo(_describe(info))
+
+
+@app.command()
+def info(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the info record as JSON.")] = False,
+) -> None:
+    """Show what VGG19 weights are cached (source, hashes, widths)."""
+    record = weights_info()
+    if as_json:
+        out = {"cached": record is not None, "path": str(cache_dir())}
+        if record is not None:
+            out.update(record)
+        typer.echo(json.dumps(out, indent=2))
+        return
+    if record is None:
+        typer.echo(
+            f"no VGG19 weights cached in {cache_dir()}: run `hiresnst weights fetch` or "
+            "`hiresnst weights import FILE` (or use --weights random)"
+        )
+        return
+    typer.echo(_describe(record))

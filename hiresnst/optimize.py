@@ -1,0 +1,58 @@
+"""Optax optimisers over the image, with one jitted step per pyramid level.
+
+The image is the optimised parameter. Adam steps are projected back into [0, 1]; L-BFGS runs
+unconstrained (clipping would invalidate its curvature pairs and line-search values) and the
+result is clamped when it is written, as in neural-style.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from .errors import UserError
+from .objective import LossFn, Params, Targets
+
+OPTIMIZERS = ("adam", "lbfgs")
+Step = Callable[[Params, Targets, jax.Array, Any], tuple[jax.Array, Any, jax.Array, dict]]
+
+
+def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
+    if name == "adam":
+        return optax.adam(learning_rate)
+    if name == "lbfgs":
+        return optax.lbfgs(
+            memory_size=20, linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=15)
+        )
+    raise UserError(f"unknown optimizer {name!r}; use one of: {', '.join(OPTIMIZERS)}")
+
+
+def make_step(loss_fn: LossFn, name: str, opt: optax.GradientTransformation) -> Step:
+    """A jitted (params, targets, x, opt_state) -> (x, opt_state, loss, terms) step.
+
+    The loss is evaluated at the image *before* the update; x and the optimiser state are
+    donated so the device holds one copy of each.
+    """
+
+    def adam_step(params, targets, x, state):
+        (loss, terms), grad = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)(
+            params, x, targets
+        )
+        updates, state = opt.update(grad, state, x)
+        x = jnp.clip(optax.apply_updates(x, updates), 0.0, 1.0)
+        return x, state, loss, terms
+
+    def lbfgs_step(params, targets, x, state):
+        def value_fn(y):
+            return loss_fn(params, y, targets)[0]
+
+        loss, grad = optax.value_and_grad_from_state(value_fn)(x, state=state)
+        updates, state = opt.update(grad, state, x, value=loss, grad=grad, value_fn=value_fn)
+        return optax.apply_updates(x, updates), state, loss, {}
+
+    step = adam_step if name == "adam" else lbfgs_step
+    return jax.jit(step, donate_argnums=(2, 3))

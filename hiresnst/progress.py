@@ -1,0 +1,65 @@
+"""Progress display of a render on stderr: level, step, loss and rate, with rich."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from .render import Progress as Step
+
+
+class RenderProgress:
+    """A context manager whose `update` is the render's progress callback."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._bar = Progress(
+            TextColumn("[bold]{task.fields[level]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            disable=not enabled,
+        )
+        self._tasks: dict[int, int] = {}
+        self._last: tuple[int, float] | None = None
+
+    def __enter__(self) -> RenderProgress:
+        self._bar.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._bar.__exit__(exc_type, exc, tb)
+
+    def update(self, p: Step) -> None:
+        label = f"scale {p.level + 1}/{p.levels} {p.size[1]}×{p.size[0]}"
+        if p.tiles > 1:
+            label += f" ({p.tiles} tiles)"
+        if p.level not in self._tasks:
+            self._tasks[p.level] = self._bar.add_task(
+                "", total=p.steps, level=label, loss="-", rate=""
+            )
+            self._last = None
+        rate = ""
+        if self._last is not None and p.elapsed > self._last[1]:
+            per_step = (p.elapsed - self._last[1]) / max(1, p.step - self._last[0])
+            rate = f"{1 / per_step:.2f} it/s, {p.size[0] * p.size[1] / 1e6 / per_step:.3f} MP·it/s"
+        self._last = (p.step, p.elapsed)
+        self._bar.update(self._tasks[p.level], completed=p.step, loss=f"{p.loss:.4g}", rate=rate)

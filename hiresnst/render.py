@@ -1,0 +1,391 @@
+"""The Python API: `render(content, styles, config)` and `make_objective(content, styles, config)`.
+
+The CLI is a thin layer over this module. A render runs the pyramid's levels in turn; at each
+level it resizes the content and styles, computes the targets, and runs jitted optimiser steps
+on the image, tiled when the level is too large for one pass (or when asked to).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import imageio, pyramid
+from .errors import UserError
+from .model import DEFAULT_WIDTHS, LAYERS, widths_of
+from .objective import (
+    CONTENT_LAYERS,
+    STYLE_LAYERS,
+    LossSpec,
+    TiledPlan,
+    blend_style_targets,
+    content_target,
+    make_loss_fn,
+    make_plan,
+    style_target,
+)
+from .optimize import OPTIMIZERS, make_optimizer, make_step
+from .weights import resolve_weights
+
+MAX_SIZE = 131072
+INITS = ("content", "noise")
+POOLINGS = ("avg", "max")
+PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
+#: Rough device bytes per pixel of an untiled fp32 value-and-grad step of full-width VGG19
+#: to conv5_1 (activations kept for the backward pass); used only to pick a default tile.
+STEP_BYTES_PER_PIXEL = 3000
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Settings of a render. Every field is recorded in the output's metadata."""
+
+    size: int = 512
+    steps: int | tuple[int, ...] = 200
+    scales: int = 1
+    min_size: int | None = None
+    weights: str = "auto"
+    seed: int = 0
+    optimizer: str = "adam"
+    learning_rate: float = 0.02
+    content_weight: float = 1.0
+    style_weight: float = 1e4
+    tv_weight: float = 1.0
+    content_layers: tuple[tuple[str, float], ...] = tuple((n, 1.0) for n in CONTENT_LAYERS)
+    style_layers: tuple[tuple[str, float], ...] = tuple((n, 0.2) for n in STYLE_LAYERS)
+    init: str = "content"
+    pooling: str = "avg"
+    style_blend: tuple[float, ...] | None = None
+    style_scale: float = 1.0
+    tile: int | None = None
+    overlap: int | None = None
+    tile_batch: int = 1
+    precision: str = "fp32"
+    widths: tuple[int, ...] = DEFAULT_WIDTHS
+
+    def validate(self, n_styles: int) -> None:
+        """Raise UserError for any setting that cannot work, before any work is done."""
+        if not 0 < self.size <= MAX_SIZE:
+            raise UserError(
+                f"--size must be a positive long edge up to {MAX_SIZE} px, got {self.size}"
+            )
+        if self.scales < 1 or self.scales > 12:
+            raise UserError(f"--scales must be between 1 and 12, got {self.scales}")
+        for name in ("content_weight", "style_weight", "tv_weight", "learning_rate", "style_scale"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                flag = "--" + name.replace("_", "-")
+                raise UserError(f"{flag} must be a finite number ≥ 0, got {value}")
+        if self.learning_rate == 0 or self.style_scale == 0:
+            raise UserError("--learning-rate and --style-scale must be greater than 0")
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"unknown optimizer {self.optimizer!r}; use {' or '.join(OPTIMIZERS)}")
+        if self.init not in INITS:
+            raise UserError(f"unknown --init {self.init!r}; use {' or '.join(INITS)}")
+        if self.pooling not in POOLINGS:
+            raise UserError(f"unknown --pooling {self.pooling!r}; use {' or '.join(POOLINGS)}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"unknown --precision {self.precision!r}; use {', '.join(PRECISIONS)}")
+        if self.tile is not None and self.tile < 0:
+            raise UserError(f"--tile must be ≥ 0 (0 = no tiling), got {self.tile}")
+        if self.overlap is not None and self.overlap < 0:
+            raise UserError(f"--overlap must be ≥ 0, got {self.overlap}")
+        if self.tile_batch < 1:
+            raise UserError(f"--tile-batch must be ≥ 1, got {self.tile_batch}")
+        for name, w in (*self.content_layers, *self.style_layers):
+            if name not in LAYERS or not name.startswith("conv"):
+                raise UserError(f"unknown layer {name!r}; use conv1_1 … conv5_4")
+            if not math.isfinite(w) or w < 0:
+                raise UserError(f"layer weight for {name} must be a finite number ≥ 0, got {w}")
+        if self.style_blend is not None:
+            if len(self.style_blend) != n_styles:
+                raise UserError(
+                    f"--style-blend has {len(self.style_blend)} weights for {n_styles} styles"
+                )
+            if any(not math.isfinite(w) or w < 0 for w in self.style_blend) or not sum(
+                self.style_blend
+            ):
+                raise UserError("--style-blend weights must be ≥ 0 and not all 0")
+        pyramid.steps_per_level(self.steps, self.scales)
+
+    def loss_spec(self, widths: tuple[int, ...]) -> LossSpec:
+        return LossSpec(
+            content_layers=self.content_layers,
+            style_layers=self.style_layers,
+            content_weight=self.content_weight,
+            style_weight=self.style_weight,
+            tv_weight=self.tv_weight,
+            widths=widths,
+            pooling=self.pooling,
+            dtype=PRECISIONS[self.precision],
+        )
+
+
+@dataclass
+class Progress:
+    """One optimiser step, reported to the progress callback."""
+
+    level: int
+    levels: int
+    size: tuple[int, int]
+    step: int
+    steps: int
+    loss: float
+    tiles: int
+    elapsed: float
+
+
+@dataclass
+class RenderResult:
+    image: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+ImageLike = str | os.PathLike | np.ndarray
+
+
+def _load(image: ImageLike) -> np.ndarray:
+    if isinstance(image, (str, os.PathLike)):
+        return imageio.read_image(Path(image))
+    arr = np.asarray(image, np.float32)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise UserError(f"an image array must be H×W×3, got shape {arr.shape}")
+    return np.clip(arr, 0.0, 1.0)
+
+
+def device_memory_bytes() -> int:
+    """Memory of the first device (physical RAM for the CPU)."""
+    dev = jax.devices()[0]
+    stats = dev.memory_stats() if hasattr(dev, "memory_stats") else None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _bytes_per_pixel(spec: LossSpec) -> float:
+    scale = sum(spec.widths) / sum(DEFAULT_WIDTHS)
+    return STEP_BYTES_PER_PIXEL * scale * (0.5 if spec.dtype == "bfloat16" else 1.0)
+
+
+def choose_plan(hw: tuple[int, int], spec: LossSpec, config: RenderConfig) -> TiledPlan | None:
+    """The tiling of one level: none if it fits in half the device memory, else the largest
+    tile (a multiple of 256 px) whose batch does."""
+    tile = config.tile
+    if tile is None:
+        budget = 0.5 * device_memory_bytes() / _bytes_per_pixel(spec)
+        if hw[0] * hw[1] <= budget:
+            return None
+        side = math.isqrt(int(budget / config.tile_batch)) - 2 * spec.halo
+        tile = max(256, side // 256 * 256)
+    if tile == 0:
+        return None
+    return make_plan(*hw, spec, tile, config.overlap, config.tile_batch)
+
+
+def _style_hw(style: np.ndarray, long_edge: int, scale: float) -> tuple[int, int]:
+    return pyramid.output_shape(style.shape[:2], max(1, round(long_edge * scale)))
+
+
+def _check_size(hw: tuple[int, int], what: str, spec: LossSpec) -> None:
+    need = 2**spec.levels
+    if min(hw) < need:
+        raise UserError(
+            f"{what} would be {hw[1]}×{hw[0]} px, smaller than the {need} px that "
+            f"{max(spec.outputs, key=LAYERS.index)} needs; raise --size or --min-size"
+        )
+
+
+@dataclass
+class LevelProblem:
+    """Everything one pyramid level optimises against."""
+
+    hw: tuple[int, int]
+    plan: TiledPlan | None
+    targets: dict
+    content: jax.Array
+
+
+def prepare_level(
+    params: dict,
+    spec: LossSpec,
+    config: RenderConfig,
+    content: np.ndarray,
+    styles: Sequence[np.ndarray],
+    long_edge: int,
+) -> LevelProblem:
+    """Resize the inputs for a level and compute its (possibly tiled) targets."""
+    hw = pyramid.output_shape(content.shape[:2], long_edge)
+    _check_size(hw, "the image at this level", spec)
+    plan = choose_plan(hw, spec, config)
+    content_l = pyramid.resize(content, hw)
+    targets = []
+    for s in styles:
+        shw = _style_hw(s, long_edge, config.style_scale)
+        _check_size(shw, "a resized style image", spec)
+        s_plan = None if plan is None else make_plan(*shw, spec, plan.grid.tile, None, plan.batch)
+        targets.append(_style_target_jit(params, spec, pyramid.resize(s, shw), s_plan))
+    blend = list(config.style_blend) if config.style_blend else [1.0] * len(styles)
+    return LevelProblem(
+        hw=hw,
+        plan=plan,
+        targets={
+            "style": blend_style_targets(targets, blend),
+            "content": _content_target_jit(params, spec, content_l, plan),
+        },
+        content=content_l,
+    )
+
+
+_style_target_jit = jax.jit(style_target, static_argnums=(1, 3))
+_content_target_jit = jax.jit(content_target, static_argnums=(1, 3))
+
+
+def make_objective(
+    content: ImageLike, styles: Sequence[ImageLike], config: RenderConfig
+) -> Callable[[Any], tuple[jax.Array, jax.Array]]:
+    """`loss, grad = value_and_grad(image)` at the final level's size, for tests and research.
+
+    `config.tile` and `config.overlap` choose the tiling (0 = untiled); the image is (H, W, 3)
+    at the size that `config.size` gives the content.
+    """
+    styles = list(styles)
+    config.validate(len(styles))
+    params, _ = resolve_weights(config.weights, config.seed, widths=config.widths)
+    spec = config.loss_spec(widths_of(params))
+    problem = prepare_level(
+        params, spec, config, _load(content), [_load(s) for s in styles], config.size
+    )
+    loss_fn = make_loss_fn(spec, problem.plan)
+    vg = jax.jit(jax.value_and_grad(lambda x: loss_fn(params, x, problem.targets)[0]))
+
+    def value_and_grad(image: Any) -> tuple[jax.Array, jax.Array]:
+        x = jnp.asarray(image, jnp.float32)
+        if tuple(x.shape) != (*problem.hw, 3):
+            raise UserError(f"image must be {problem.hw[0]}×{problem.hw[1]}×3, got {x.shape}")
+        return vg(x)
+
+    value_and_grad.shape = (*problem.hw, 3)  # type: ignore[attr-defined]
+    value_and_grad.content = problem.content  # type: ignore[attr-defined]
+    return value_and_grad
+
+
+def _initial_image(config: RenderConfig, problem: LevelProblem, key: jax.Array) -> jax.Array:
+    if config.init == "noise":
+        return jax.random.uniform(key, (*problem.hw, 3), jnp.float32)
+    return problem.content
+
+
+def render_with_info(
+    content: ImageLike,
+    styles: Sequence[ImageLike],
+    config: RenderConfig = RenderConfig(),
+    progress: Callable[[Progress], None] | None = None,
+) -> RenderResult:
+    """Render and return the image with a record of what was done (settings, losses, times)."""
+    t_start = time.perf_counter()
+    styles = list(styles)
+    if not styles:
+        raise UserError("give at least one style image")
+    config.validate(len(styles))
+    content_img = _load(content)
+    style_imgs = [_load(s) for s in styles]
+    params, weights_meta = resolve_weights(config.weights, config.seed, widths=config.widths)
+    spec = config.loss_spec(widths_of(params))
+    final_hw = pyramid.output_shape(content_img.shape[:2], config.size)
+    _check_size(final_hw, "the output", spec)
+    sizes = pyramid.level_sizes(config.size, config.scales, config.min_size)
+    steps = pyramid.steps_per_level(config.steps, len(sizes))
+
+    key = jax.random.PRNGKey(config.seed)
+    x = None
+    levels_info = []
+    for li, (long_edge, n_steps) in enumerate(zip(sizes, steps, strict=True)):
+        t_level = time.perf_counter()
+        problem = prepare_level(params, spec, config, content_img, style_imgs, long_edge)
+        if x is None:
+            key, sub = jax.random.split(key)
+            x = _initial_image(config, problem, sub)
+        else:
+            x = pyramid.resize(x, problem.hw)
+        opt = make_optimizer(config.optimizer, config.learning_rate)
+        step = make_step(make_loss_fn(spec, problem.plan), config.optimizer, opt)
+        state = opt.init(x)
+        tiles = problem.plan.grid.count if problem.plan else 1
+        losses: list[float] = []
+        pending = None
+        for i in range(n_steps):
+            x, state, loss, terms = step(params, problem.targets, x, state)
+            if pending is not None:
+                losses.append(float(pending))
+                if progress:
+                    progress(
+                        Progress(
+                            li,
+                            len(sizes),
+                            problem.hw,
+                            i,
+                            n_steps,
+                            losses[-1],
+                            tiles,
+                            time.perf_counter() - t_start,
+                        )
+                    )
+            pending = loss
+        if pending is not None:
+            losses.append(float(pending))
+            if progress:
+                progress(
+                    Progress(
+                        li,
+                        len(sizes),
+                        problem.hw,
+                        n_steps,
+                        n_steps,
+                        losses[-1],
+                        tiles,
+                        time.perf_counter() - t_start,
+                    )
+                )
+        levels_info.append(
+            {
+                "size": list(problem.hw),
+                "steps": n_steps,
+                "tile": problem.plan.grid.tile if problem.plan else 0,
+                "overlap": problem.plan.grid.halo if problem.plan else 0,
+                "tiles": tiles,
+                "loss_first": losses[0] if losses else None,
+                "loss_last": losses[-1] if losses else None,
+                "seconds": round(time.perf_counter() - t_level, 3),
+            }
+        )
+    image = np.asarray(jnp.clip(x, 0.0, 1.0), np.float32)
+    info = {
+        "software": "hiresnst",
+        "settings": dataclasses.asdict(config),
+        "weights": weights_meta,
+        "output_size": [int(image.shape[1]), int(image.shape[0])],
+        "levels": levels_info,
+        "devices": [str(d) for d in jax.devices()],
+        "seconds": round(time.perf_counter() - t_start, 3),
+    }
+    return RenderResult(image=image, info=info)
+
+
+def render(
+    content: ImageLike,
+    styles: Sequence[ImageLike],
+    config: RenderConfig = RenderConfig(),
+    progress: Callable[[Progress], None] | None = None,
+) -> np.ndarray:
+    """Stylise `content` with `styles`: float32 H×W×3 in [0, 1] at `config.size` long edge."""
+    return render_with_info(content, styles, config, progress).image
