@@ -17,7 +17,10 @@ try:  # typer ≥ 0.20 vendors click; older releases use click itself
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import ClickException, UsageError
 
+from .config import RenderConfig
 from .errors import UserError
+
+D = RenderConfig()  # the CLI's defaults are the API's
 
 app = typer.Typer(
     add_completion=False,
@@ -48,41 +51,44 @@ def render(
     content: Path = typer.Argument(..., help="Content image (PNG, JPEG or TIFF)."),
     styles: list[Path] = typer.Argument(..., help="One or more style images."),
     output: Path = typer.Option(..., "--output", "-o", help="Output file: .png, .jpg or .tif."),
-    size: int = typer.Option(512, help="Long edge of the output in pixels."),
+    size: int = typer.Option(D.size, help="Long edge of the output in pixels."),
     steps: str = typer.Option(
-        "200", help="Steps at the final level (coarser levels get more), or one per level: 400,200."
+        str(D.steps),
+        help="Steps at the final level (coarser levels get more), or one per level: 400,200.",
     ),
-    scales: int = typer.Option(1, help="Pyramid levels, coarse to fine."),
+    scales: int = typer.Option(D.scales, help="Pyramid levels, coarse to fine."),
     min_size: int | None = typer.Option(
         None, help="Long edge of the coarsest level (default: octaves below --size, 64–512 px)."
     ),
     weights: str = typer.Option(
-        "auto", help="auto (cached import), random (seeded, untrained), or a weights file."
+        D.weights, help="auto (cached import), random (seeded, untrained), or a weights file."
     ),
-    seed: int = typer.Option(0, help="Seed for noise init and random weights."),
-    optimizer: str = typer.Option("adam", help="adam or lbfgs."),
-    learning_rate: float = typer.Option(0.02, help="Adam step size (image in [0, 1])."),
-    content_weight: float = typer.Option(1.0, help="Weight of the content loss."),
-    style_weight: float = typer.Option(1e4, help="Weight of the style loss."),
-    tv_weight: float = typer.Option(1.0, help="Weight of the total-variation loss."),
-    init: str = typer.Option("content", help="content or noise."),
-    pooling: str = typer.Option("avg", help="avg or max pooling in VGG19."),
+    seed: int = typer.Option(D.seed, help="Seed for noise init and random weights."),
+    optimizer: str = typer.Option(D.optimizer, help="adam or lbfgs."),
+    learning_rate: float = typer.Option(D.learning_rate, help="Adam step size (image in [0, 1])."),
+    content_weight: float = typer.Option(D.content_weight, help="Weight of the content loss."),
+    style_weight: float = typer.Option(D.style_weight, help="Weight of the style loss."),
+    tv_weight: float = typer.Option(D.tv_weight, help="Weight of the total-variation loss."),
+    init: str = typer.Option(D.init, help="content or noise."),
+    pooling: str = typer.Option(D.pooling, help="avg or max pooling in VGG19."),
     style_blend: str | None = typer.Option(None, help="Blend weights of the styles: 0.7,0.3."),
-    style_scale: float = typer.Option(1.0, help="Style image size relative to the output."),
+    style_scale: float = typer.Option(
+        D.style_scale, help="Style image size relative to the output."
+    ),
     tile: int | None = typer.Option(
         None, help="Tile core in px (0 = untiled; default: chosen from device memory)."
     ),
     overlap: int | None = typer.Option(
         None, help="Tile halo in px (default: the exact halo of the deepest layer, 80 px)."
     ),
-    tile_batch: int = typer.Option(1, help="Tiles processed together in one batch."),
-    precision: str = typer.Option("fp32", help="fp32 or bf16 (convolutions; sums in fp32)."),
+    tile_batch: int = typer.Option(D.tile_batch, help="Tiles processed together in one batch."),
+    precision: str = typer.Option(D.precision, help="fp32 or bf16 (convolutions; sums in fp32)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON line with the results."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Render CONTENT in the style of STYLES into OUTPUT."""
     from . import imageio
-    from .render import RenderConfig, render_with_info
+    from .render import render_with_info
     from .runtime import enable_compilation_cache
 
     imageio.check_output_path(output)

@@ -1,0 +1,106 @@
+"""Render settings: one frozen dataclass shared by the Python API, the CLI and the metadata.
+
+`validate` checks every setting before any work starts, so that a bad option costs nothing and
+is reported as one line.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from . import pyramid
+from .errors import UserError
+from .model import DEFAULT_WIDTHS, LAYERS
+from .objective import CONTENT_LAYERS, STYLE_LAYERS, LossSpec
+from .optimize import OPTIMIZERS
+
+MAX_SIZE = 131072
+INITS = ("content", "noise")
+POOLINGS = ("avg", "max")
+PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Settings of a render. Every field is recorded in the output's metadata."""
+
+    size: int = 512
+    steps: int | tuple[int, ...] = 200
+    scales: int = 1
+    min_size: int | None = None
+    weights: str = "auto"
+    seed: int = 0
+    optimizer: str = "adam"
+    learning_rate: float = 0.05
+    content_weight: float = 1.0
+    style_weight: float = 1e5
+    tv_weight: float = 1.0
+    content_layers: tuple[tuple[str, float], ...] = tuple((n, 1.0) for n in CONTENT_LAYERS)
+    style_layers: tuple[tuple[str, float], ...] = tuple((n, 0.2) for n in STYLE_LAYERS)
+    init: str = "content"
+    pooling: str = "avg"
+    style_blend: tuple[float, ...] | None = None
+    style_scale: float = 1.0
+    tile: int | None = None
+    overlap: int | None = None
+    tile_batch: int = 1
+    precision: str = "fp32"
+    widths: tuple[int, ...] = DEFAULT_WIDTHS
+
+    def validate(self, n_styles: int) -> None:
+        """Raise UserError for any setting that cannot work, before any work is done."""
+        if not 0 < self.size <= MAX_SIZE:
+            raise UserError(
+                f"--size must be a positive long edge up to {MAX_SIZE} px, got {self.size}"
+            )
+        if self.scales < 1 or self.scales > 12:
+            raise UserError(f"--scales must be between 1 and 12, got {self.scales}")
+        for name in ("content_weight", "style_weight", "tv_weight", "learning_rate", "style_scale"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                flag = "--" + name.replace("_", "-")
+                raise UserError(f"{flag} must be a finite number ≥ 0, got {value}")
+        if self.learning_rate == 0 or self.style_scale == 0:
+            raise UserError("--learning-rate and --style-scale must be greater than 0")
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"unknown optimizer {self.optimizer!r}; use {' or '.join(OPTIMIZERS)}")
+        if self.init not in INITS:
+            raise UserError(f"unknown --init {self.init!r}; use {' or '.join(INITS)}")
+        if self.pooling not in POOLINGS:
+            raise UserError(f"unknown --pooling {self.pooling!r}; use {' or '.join(POOLINGS)}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"unknown --precision {self.precision!r}; use {', '.join(PRECISIONS)}")
+        if self.tile is not None and self.tile < 0:
+            raise UserError(f"--tile must be ≥ 0 (0 = no tiling), got {self.tile}")
+        if self.overlap is not None and self.overlap < 0:
+            raise UserError(f"--overlap must be ≥ 0, got {self.overlap}")
+        if self.tile_batch < 1:
+            raise UserError(f"--tile-batch must be ≥ 1, got {self.tile_batch}")
+        for name, w in (*self.content_layers, *self.style_layers):
+            if name not in LAYERS or not name.startswith("conv"):
+                raise UserError(f"unknown layer {name!r}; use conv1_1 … conv5_4")
+            if not math.isfinite(w) or w < 0:
+                raise UserError(f"layer weight for {name} must be a finite number ≥ 0, got {w}")
+        if self.style_blend is not None:
+            if len(self.style_blend) != n_styles:
+                raise UserError(
+                    f"--style-blend has {len(self.style_blend)} weights for {n_styles} styles"
+                )
+            if any(not math.isfinite(w) or w < 0 for w in self.style_blend) or not sum(
+                self.style_blend
+            ):
+                raise UserError("--style-blend weights must be ≥ 0 and not all 0")
+        pyramid.steps_per_level(self.steps, self.scales)
+
+    def loss_spec(self, widths: tuple[int, ...]) -> LossSpec:
+        return LossSpec(
+            content_layers=self.content_layers,
+            style_layers=self.style_layers,
+            content_weight=self.content_weight,
+            style_weight=self.style_weight,
+            tv_weight=self.tv_weight,
+            widths=widths,
+            pooling=self.pooling,
+            dtype=PRECISIONS[self.precision],
+        )
