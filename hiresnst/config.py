@@ -47,6 +47,7 @@ class RenderConfig:
     tile_batch: int = 1
     precision: str = "fp32"
     widths: tuple[int, ...] = DEFAULT_WIDTHS
+    devices: int | None = None
 
     def validate(self, n_styles: int) -> None:
         """Raise UserError for any setting that cannot work, before any work is done."""
@@ -75,6 +76,8 @@ class RenderConfig:
             raise UserError(f"--tile must be ≥ 0 (0 = no tiling), got {self.tile}")
         if self.overlap is not None and self.overlap < 0:
             raise UserError(f"--overlap must be ≥ 0, got {self.overlap}")
+        if self.devices is not None and self.devices < 1:
+            raise UserError(f"--devices must be ≥ 1, got {self.devices}")
         if self.tile_batch < 1:
             raise UserError(f"--tile-batch must be ≥ 1, got {self.tile_batch}")
         for name, w in (*self.content_layers, *self.style_layers):

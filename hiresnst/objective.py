@@ -15,10 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from . import losses
 from .model import LAYERS, VGG19, deepest, exact_halo, layer_level
@@ -159,23 +162,78 @@ def _local_terms(
     return c, tv
 
 
+AXIS = "tiles"
+
+
 @dataclass(frozen=True)
 class TiledPlan:
-    """A grid plus the batching of its tiles (static)."""
+    """A grid, the batching of its tiles and, optionally, the device mesh they are spread over.
+
+    With a mesh, the batches are split along the mesh axis `tiles`: each device scans its own
+    batches, whole-image sums (Grams, loss terms, the image gradient) are combined with `psum`
+    inside the jitted function, and the image itself is replicated.
+    """
 
     grid: TileGrid
     batch: int
+    mesh: Mesh | None = None
+
+    @property
+    def devices(self) -> int:
+        return 1 if self.mesh is None else self.mesh.devices.size
 
     def batches(self) -> tuple[np.ndarray, np.ndarray]:
-        return batched_origins(self.grid, self.batch)
+        return batched_origins(self.grid, self.batch, self.devices)
 
 
 def make_plan(
-    height: int, width: int, spec: LossSpec, tile: int, overlap: int | None, batch: int
+    height: int,
+    width: int,
+    spec: LossSpec,
+    tile: int,
+    overlap: int | None,
+    batch: int,
+    mesh: Mesh | None = None,
 ) -> TiledPlan:
     halo = spec.halo if overlap is None else overlap
     grid = make_grid(height, width, tile, halo, spec.levels)
-    return TiledPlan(grid, max(1, min(batch, grid.count)))
+    return TiledPlan(grid, max(1, min(batch, grid.count)), mesh)
+
+
+def _psum(tree, axis: str | None):
+    return tree if axis is None else jax.lax.psum(tree, axis)
+
+
+def _distributed(fn, plan: TiledPlan, n_replicated: int, n_sharded: int, out_specs):
+    """Run fn(*replicated, *per_tile) on one device, or sharded over the plan's mesh."""
+    if plan.mesh is None:
+        return partial(fn, axis=None)
+    return jax.shard_map(
+        partial(fn, axis=AXIS),
+        mesh=plan.mesh,
+        in_specs=(P(),) * n_replicated + (P(AXIS),) * n_sharded,
+        out_specs=out_specs,
+        # Replicated outputs are psums; the per-device scan carries are not annotated as varying.
+        check_vma=False,
+    )
+
+
+def _zeros_grams(spec: LossSpec, names: tuple[str, ...]) -> dict[str, jax.Array]:
+    return {n: jnp.zeros((feats_width(spec, n),) * 2, jnp.float32) for n in names}
+
+
+def _gram_pass(params, spec, grid, x_pad, origins, live, names):
+    """Σ over this device's tile cores of f fᵀ for each layer in `names`."""
+
+    def body(acc, xs):
+        o, lv = xs
+        wins, masks = _windows(grid, x_pad, o, lv)
+        feats = features(params, spec, wins, names, masks)
+        return {
+            n: acc[n] + losses.gram_sum(_core(grid, feats[n], layer_level(n))) for n in names
+        }, None
+
+    return jax.lax.scan(body, _zeros_grams(spec, names), (origins, live))[0]
 
 
 def tiled_grams(
@@ -183,20 +241,12 @@ def tiled_grams(
 ) -> dict[str, jax.Array]:
     """Σ over the whole image of f fᵀ for each layer, accumulated over tile cores."""
     grid = plan.grid
-    x_pad = grid.pad(x)
+
+    def fn(params, x, origins, live, axis):
+        return _psum(_gram_pass(params, spec, grid, grid.pad(x), origins, live, layers), axis)
+
     origins, live = plan.batches()
-
-    def body(acc, xs):
-        o, lv = xs
-        wins, masks = _windows(grid, x_pad, o, lv)
-        feats = features(params, spec, wins, layers, masks)
-        return {
-            n: acc[n] + losses.gram_sum(_core(grid, feats[n], layer_level(n))) for n in layers
-        }, None
-
-    init = {n: jnp.zeros((feats_width(spec, n),) * 2, jnp.float32) for n in layers}
-    acc, _ = jax.lax.scan(body, init, (jnp.asarray(origins), jnp.asarray(live)))
-    return acc
+    return _distributed(fn, plan, 2, 2, P())(params, x, origins, live)
 
 
 def feats_width(spec: LossSpec, name: str) -> int:
@@ -206,19 +256,25 @@ def feats_width(spec: LossSpec, name: str) -> int:
 def tiled_core_features(
     params: Params, spec: LossSpec, plan: TiledPlan, x: jax.Array, layers: tuple[str, ...]
 ) -> dict[str, jax.Array]:
-    """Each tile's core features, shaped (n_batches, batch, t_k, t_k, C): the content targets."""
+    """Each tile's core features, shaped (n_batches, batch, t_k, t_k, C): the content targets.
+
+    Sharded plans leave each device holding the targets of its own tiles.
+    """
     grid = plan.grid
-    x_pad = grid.pad(x)
+
+    def fn(params, x, origins, live, axis):
+        x_pad = grid.pad(x)
+
+        def body(_, xs):
+            o, lv = xs
+            wins, masks = _windows(grid, x_pad, o, lv)
+            feats = features(params, spec, wins, layers, masks)
+            return None, {n: _core(grid, feats[n], layer_level(n)) for n in layers}
+
+        return jax.lax.scan(body, None, (origins, live))[1]
+
     origins, live = plan.batches()
-
-    def body(_, xs):
-        o, lv = xs
-        wins, masks = _windows(grid, x_pad, o, lv)
-        feats = features(params, spec, wins, layers, masks)
-        return None, {n: _core(grid, feats[n], layer_level(n)) for n in layers}
-
-    _, out = jax.lax.scan(body, None, (jnp.asarray(origins), jnp.asarray(live)))
-    return out
+    return _distributed(fn, plan, 2, 2, P(AXIS))(params, x, origins, live)
 
 
 def tiled_value_and_grad(
@@ -229,36 +285,40 @@ def tiled_value_and_grad(
     counts = _counts(spec, grid.height, grid.width)
     style_names = tuple(n for n, _ in spec.style_layers)
     weights = spec.style_weights()
-    grams = tiled_grams(params, spec, plan, x, style_names)
-    style = losses.style_loss_from_grams(grams, targets["style"], counts, weights)
-    cot = losses.style_gram_cotangents(grams, targets["style"], counts, weights)
 
-    x_pad = grid.pad(x)
+    def fn(params, x, style_t, origins, live, content, axis):
+        x_pad = grid.pad(x)
+        grams = _psum(_gram_pass(params, spec, grid, x_pad, origins, live, style_names), axis)
+        style = losses.style_loss_from_grams(grams, style_t, counts, weights)
+        cot = losses.style_gram_cotangents(grams, style_t, counts, weights)
+
+        def surrogate(wins, masks, content):
+            feats = features(params, spec, wins, spec.outputs, masks)
+            s = sum(
+                jnp.sum(cot[n] * losses.gram_sum(_core(grid, feats[n], layer_level(n))))
+                for n in style_names
+            )
+            c, tv = _local_terms(spec, grid, wins, masks, feats, content, counts)
+            return s + c + tv, (c, tv)
+
+        def body(carry, xs):
+            acc, c_sum, tv_sum = carry
+            o, lv, content = xs
+            wins, masks = _windows(grid, x_pad, o, lv)
+            g, (c, tv) = jax.grad(surrogate, has_aux=True)(wins, masks, content)
+            for i in range(o.shape[0]):
+                acc = add_window(acc, o[i], g[i])
+            return (acc, c_sum + c, tv_sum + tv), None
+
+        init = (jnp.zeros_like(x_pad), jnp.float32(0.0), jnp.float32(0.0))
+        (grad_pad, content, tv), _ = jax.lax.scan(body, init, (origins, live, content))
+        grad_pad, content, tv = _psum((grad_pad, content, tv), axis)
+        terms = {"content": content, "style": style, "tv": tv}
+        return (content + style + tv, terms), grid.unpad(grad_pad)
+
     origins, live = plan.batches()
-
-    def surrogate(wins, masks, content):
-        feats = features(params, spec, wins, spec.outputs, masks)
-        s = sum(
-            jnp.sum(cot[n] * losses.gram_sum(_core(grid, feats[n], layer_level(n))))
-            for n in style_names
-        )
-        c, tv = _local_terms(spec, grid, wins, masks, feats, content, counts)
-        return s + c + tv, (c, tv)
-
-    def body(carry, xs):
-        acc, c_sum, tv_sum = carry
-        o, lv, content = xs
-        wins, masks = _windows(grid, x_pad, o, lv)
-        g, (c, tv) = jax.grad(surrogate, has_aux=True)(wins, masks, content)
-        for i in range(o.shape[0]):
-            acc = add_window(acc, o[i], g[i])
-        return (acc, c_sum + c, tv_sum + tv), None
-
-    init = (jnp.zeros_like(x_pad), jnp.float32(0.0), jnp.float32(0.0))
-    xs = (jnp.asarray(origins), jnp.asarray(live), targets["content"])
-    (grad_pad, content, tv), _ = jax.lax.scan(body, init, xs)
-    terms = {"content": content, "style": style, "tv": tv}
-    return (content + style + tv, terms), grid.unpad(grad_pad)
+    run = _distributed(fn, plan, 3, 3, P())
+    return run(params, x, targets["style"], origins, live, targets["content"])
 
 
 def tiled_loss(
@@ -268,28 +328,31 @@ def tiled_loss(
     grid = plan.grid
     counts = _counts(spec, grid.height, grid.width)
     style_names = tuple(n for n, _ in spec.style_layers)
-    x_pad = grid.pad(x)
+
+    def fn(params, x, style_t, origins, live, content, axis):
+        x_pad = grid.pad(x)
+
+        def body(carry, xs):
+            grams, c_sum, tv_sum = carry
+            o, lv, content = xs
+            wins, masks = _windows(grid, x_pad, o, lv)
+            feats = features(params, spec, wins, spec.outputs, masks)
+            grams = {
+                n: grams[n] + losses.gram_sum(_core(grid, feats[n], layer_level(n)))
+                for n in style_names
+            }
+            c, tv = _local_terms(spec, grid, wins, masks, feats, content, counts)
+            return (grams, c_sum + c, tv_sum + tv), None
+
+        init = (_zeros_grams(spec, style_names), jnp.float32(0.0), jnp.float32(0.0))
+        (grams, content, tv), _ = jax.lax.scan(body, init, (origins, live, content))
+        grams, content, tv = _psum((grams, content, tv), axis)
+        style = losses.style_loss_from_grams(grams, style_t, counts, spec.style_weights())
+        return content + style + tv, {"content": content, "style": style, "tv": tv}
+
     origins, live = plan.batches()
-
-    def body(carry, xs):
-        grams, c_sum, tv_sum = carry
-        o, lv, content = xs
-        wins, masks = _windows(grid, x_pad, o, lv)
-        feats = features(params, spec, wins, spec.outputs, masks)
-        grams = {
-            n: grams[n] + losses.gram_sum(_core(grid, feats[n], layer_level(n)))
-            for n in style_names
-        }
-        c, tv = _local_terms(spec, grid, wins, masks, feats, content, counts)
-        return (grams, c_sum + c, tv_sum + tv), None
-
-    init_g = {n: jnp.zeros((feats_width(spec, n),) * 2, jnp.float32) for n in style_names}
-    init = (init_g, jnp.float32(0.0), jnp.float32(0.0))
-    xs = (jnp.asarray(origins), jnp.asarray(live), targets["content"])
-    (grams, content, tv), _ = jax.lax.scan(body, init, xs)
-    style = losses.style_loss_from_grams(grams, targets["style"], counts, spec.style_weights())
-    terms = {"content": content, "style": style, "tv": tv}
-    return content + style + tv, terms
+    run = _distributed(fn, plan, 3, 3, P())
+    return run(params, x, targets["style"], origins, live, targets["content"])
 
 
 # ---------------------------------------------------------------- targets

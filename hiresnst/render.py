@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from . import imageio, pyramid
 from .config import RenderConfig
@@ -34,6 +35,8 @@ from .objective import (
     style_target,
 )
 from .optimize import make_optimizer, make_step
+from .sharding import host_array, host_scalar, make_mesh, replicate
+from .tiling import round_up
 from .weights import resolve_weights
 
 #: Rough device bytes per pixel of an untiled fp32 value-and-grad step of full-width VGG19
@@ -87,19 +90,31 @@ def _bytes_per_pixel(spec: LossSpec) -> float:
     return STEP_BYTES_PER_PIXEL * scale * (0.5 if spec.dtype == "bfloat16" else 1.0)
 
 
-def choose_plan(hw: tuple[int, int], spec: LossSpec, config: RenderConfig) -> TiledPlan | None:
+def choose_plan(
+    hw: tuple[int, int], spec: LossSpec, config: RenderConfig, mesh: Mesh | None = None
+) -> TiledPlan | None:
     """The tiling of one level: none if it fits in half the device memory, else the largest
-    tile (a multiple of 256 px) whose batch does."""
+    tile (a multiple of 256 px) whose batch does. Over several devices, tiles are made small
+    enough that every device gets at least one."""
     tile = config.tile
+    n_dev = 1 if mesh is None else mesh.devices.size
     if tile is None:
         budget = 0.5 * device_memory_bytes() / _bytes_per_pixel(spec)
-        if hw[0] * hw[1] <= budget:
+        if hw[0] * hw[1] <= budget and n_dev == 1:
             return None
         side = math.isqrt(int(budget / config.tile_batch)) - 2 * spec.halo
-        tile = max(256, side // 256 * 256)
+        tile = min(max(256, side // 256 * 256), round_up(max(hw), 2**spec.levels))
+        while n_dev > 1 and tile > 2**spec.levels and _count(hw, tile) < n_dev:
+            tile = round_up(tile // 2, 2**spec.levels)
     if tile == 0:
+        if n_dev > 1:
+            raise UserError("--tile 0 (untiled) runs on one device; use --devices 1 or a tile size")
         return None
-    return make_plan(*hw, spec, tile, config.overlap, config.tile_batch)
+    return make_plan(*hw, spec, tile, config.overlap, config.tile_batch, mesh)
+
+
+def _count(hw: tuple[int, int], tile: int) -> int:
+    return -(-hw[0] // tile) * -(-hw[1] // tile)
 
 
 def _style_hw(style: np.ndarray, long_edge: int, scale: float) -> tuple[int, int]:
@@ -132,18 +147,22 @@ def prepare_level(
     content: np.ndarray,
     styles: Sequence[np.ndarray],
     long_edge: int,
+    mesh: Mesh | None = None,
 ) -> LevelProblem:
     """Resize the inputs for a level and compute its (possibly tiled) targets."""
     hw = pyramid.output_shape(content.shape[:2], long_edge)
     _check_size(hw, "the image at this level", spec)
-    plan = choose_plan(hw, spec, config)
-    content_l = pyramid.resize(content, hw)
+    plan = choose_plan(hw, spec, config, mesh)
+    content_l = replicate(pyramid.resize(content, hw), mesh)
     targets = []
     for s in styles:
         shw = _style_hw(s, long_edge, config.style_scale)
         _check_size(shw, "a resized style image", spec)
-        s_plan = None if plan is None else make_plan(*shw, spec, plan.grid.tile, None, plan.batch)
-        targets.append(_style_target_jit(params, spec, pyramid.resize(s, shw), s_plan))
+        s_plan = (
+            None if plan is None else make_plan(*shw, spec, plan.grid.tile, None, plan.batch, mesh)
+        )
+        style_l = replicate(pyramid.resize(s, shw), mesh)
+        targets.append(_style_target_jit(params, spec, style_l, s_plan))
     blend = list(config.style_blend) if config.style_blend else [1.0] * len(styles)
     return LevelProblem(
         hw=hw,
@@ -170,10 +189,12 @@ def make_objective(
     """
     styles = list(styles)
     config.validate(len(styles))
+    mesh = make_mesh(config.devices)
     params, _ = resolve_weights(config.weights, config.seed, widths=config.widths)
     spec = config.loss_spec(widths_of(params))
+    params = replicate(params, mesh)
     problem = prepare_level(
-        params, spec, config, _load(content), [_load(s) for s in styles], config.size
+        params, spec, config, _load(content), [_load(s) for s in styles], config.size, mesh
     )
     loss_fn = make_loss_fn(spec, problem.plan)
     vg = jax.jit(jax.value_and_grad(lambda x: loss_fn(params, x, problem.targets)[0]))
@@ -182,7 +203,7 @@ def make_objective(
         x = jnp.asarray(image, jnp.float32)
         if tuple(x.shape) != (*problem.hw, 3):
             raise UserError(f"image must be {problem.hw[0]}×{problem.hw[1]}×3, got {x.shape}")
-        return vg(x)
+        return vg(replicate(x, mesh))
 
     value_and_grad.shape = (*problem.hw, 3)  # type: ignore[attr-defined]
     value_and_grad.content = problem.content  # type: ignore[attr-defined]
@@ -211,6 +232,8 @@ def render_with_info(
     style_imgs = [_load(s) for s in styles]
     params, weights_meta = resolve_weights(config.weights, config.seed, widths=config.widths)
     spec = config.loss_spec(widths_of(params))
+    mesh = make_mesh(config.devices)
+    params = replicate(params, mesh)
     final_hw = pyramid.output_shape(content_img.shape[:2], config.size)
     _check_size(final_hw, "the output", spec)
     sizes = pyramid.level_sizes(config.size, config.scales, config.min_size)
@@ -221,10 +244,10 @@ def render_with_info(
     levels_info = []
     for li, (long_edge, n_steps) in enumerate(zip(sizes, steps, strict=True)):
         t_level = time.perf_counter()
-        problem = prepare_level(params, spec, config, content_img, style_imgs, long_edge)
+        problem = prepare_level(params, spec, config, content_img, style_imgs, long_edge, mesh)
         if x is None:
             key, sub = jax.random.split(key)
-            x = _initial_image(config, problem, sub)
+            x = replicate(_initial_image(config, problem, sub), mesh)
         else:
             x = pyramid.resize(x, problem.hw)
         opt = make_optimizer(config.optimizer, config.learning_rate)
@@ -236,7 +259,7 @@ def render_with_info(
         for i in range(n_steps):
             x, state, loss, terms = step(params, problem.targets, x, state)
             if pending is not None:
-                losses.append(float(pending))
+                losses.append(host_scalar(pending))
                 if progress:
                     progress(
                         Progress(
@@ -252,7 +275,7 @@ def render_with_info(
                     )
             pending = loss
         if pending is not None:
-            losses.append(float(pending))
+            losses.append(host_scalar(pending))
             if progress:
                 progress(
                     Progress(
@@ -278,14 +301,15 @@ def render_with_info(
                 "seconds": round(time.perf_counter() - t_level, 3),
             }
         )
-    image = np.asarray(jnp.clip(x, 0.0, 1.0), np.float32)
+    image = np.clip(host_array(x), 0.0, 1.0).astype(np.float32)
     info = {
         "software": "hiresnst",
         "settings": dataclasses.asdict(config),
         "weights": weights_meta,
         "output_size": [int(image.shape[1]), int(image.shape[0])],
         "levels": levels_info,
-        "devices": [str(d) for d in jax.devices()],
+        "devices": [str(d) for d in (mesh.devices.flat if mesh else jax.devices()[:1])],
+        "processes": jax.process_count(),
         "seconds": round(time.perf_counter() - t_start, 3),
     }
     return RenderResult(image=image, info=info)

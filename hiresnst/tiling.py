@@ -127,14 +127,14 @@ def add_window(acc: jax.Array, origin: jax.Array, window: jax.Array) -> jax.Arra
     return jax.lax.dynamic_update_slice(acc, current + window, start)
 
 
-def batched_origins(grid: TileGrid, batch: int) -> tuple[np.ndarray, np.ndarray]:
+def batched_origins(grid: TileGrid, batch: int, groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Origins grouped into (n_batches, batch, 2), padded with dead tiles, and a live flag.
 
-    Dead tiles (live = 0) keep every batch the same shape; their masks are zero, so they add
-    nothing to any sum or gradient.
+    Dead tiles (live = 0) keep every batch the same shape, and the number of batches a multiple
+    of `groups` (devices); their masks are zero, so they add nothing to any sum or gradient.
     """
     origins = grid.origins()
-    n = round_up(len(origins), batch)
+    n = round_up(len(origins), batch * groups)
     live = np.zeros(n, np.float32)
     live[: len(origins)] = 1.0
     padded = np.zeros((n, 2), np.int32)
