@@ -8,5 +8,12 @@ from .config import RenderConfig
 from .errors import UserError
 from .render import RenderResult, make_objective, render, render_with_info
 
-__all__ = ["RenderConfig", "RenderResult", "UserError", "make_objective", "render", "render_with_info"]
+__all__ = [
+    "RenderConfig",
+    "RenderResult",
+    "UserError",
+    "make_objective",
+    "render",
+    "render_with_info",
+]
 __version__ = "0.1.0"

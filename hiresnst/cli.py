@@ -21,6 +21,7 @@ from .config import RenderConfig
 from .errors import UserError
 
 D = RenderConfig()  # the CLI's defaults are the API's
+PREVIEW_ABOVE = 4096  # outputs with a longer edge get a *.preview.jpg beside them
 
 app = typer.Typer(
     add_completion=False,
@@ -83,15 +84,51 @@ def render(
     ),
     tile_batch: int = typer.Option(D.tile_batch, help="Tiles processed together in one batch."),
     precision: str = typer.Option(D.precision, help="fp32 or bf16 (convolutions; sums in fp32)."),
+    width: int | None = typer.Option(
+        None, help="Output width in px (with --height; overrides --size)."
+    ),
+    height: int | None = typer.Option(None, help="Output height in px (with --width)."),
+    print_size: str | None = typer.Option(
+        None, "--print", help="Print size, e.g. 60x40cm, 24x16in or 600x400mm (with --dpi)."
+    ),
+    dpi: float | None = typer.Option(
+        None, help="Print resolution: sizes --print and is written to the file."
+    ),
+    fit: str = typer.Option(
+        D.fit, help="How the content meets another aspect: crop or pad (white)."
+    ),
+    bit_depth: int = typer.Option(8, help="Output bits per channel: 8, or 16 (PNG/TIFF)."),
+    preserve_colors: str | None = typer.Option(
+        None, help="luminance (keep the content's colours) or histogram (match the style's first)."
+    ),
+    max_input_pixels: int = typer.Option(
+        D.max_input_pixels, help="Refuse larger inputs (decompression-bomb guard); raise knowingly."
+    ),
+    devices: int | None = typer.Option(None, help="Devices to spread tiles over (default: all)."),
+    platform: str | None = typer.Option(None, help="cpu, gpu or tpu (default: JAX's choice)."),
+    coordinator: str | None = typer.Option(
+        None, help="HOST:PORT of process 0 for a multi-host render (or $HIRESNST_COORDINATOR)."
+    ),
+    num_processes: int | None = typer.Option(None, help="Processes in a multi-host render."),
+    process_id: int | None = typer.Option(None, help="This process's index (0 writes the output)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON line with the results."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Render CONTENT in the style of STYLES into OUTPUT."""
-    from . import imageio
+    from . import imageio, printsize, sharding
     from .render import render_with_info
     from .runtime import enable_compilation_cache
 
-    imageio.check_output_path(output)
+    if print_size is not None:
+        if dpi is None:
+            raise UserError("--print needs --dpi (e.g. --dpi 300)")
+        if width is not None or height is not None:
+            raise UserError("give --print or --width/--height, not both")
+        width, height = printsize.print_pixels(*printsize.parse_print_size(print_size), dpi)
+    if bit_depth not in (8, 16):
+        raise UserError(f"--bit-depth must be 8 or 16, got {bit_depth}")
+    out_size = (width, height) if width and height else None
+    imageio.check_output_path(output, size=out_size, bit_depth=bit_depth, dpi=dpi)
     config = RenderConfig(
         size=size,
         steps=_parse_steps(steps),
@@ -112,22 +149,39 @@ def render(
         overlap=overlap,
         tile_batch=tile_batch,
         precision=precision,
+        width=width,
+        height=height,
+        fit=fit,
+        dpi=dpi,
+        preserve_colors=preserve_colors,
+        max_input_pixels=max_input_pixels,
+        devices=devices,
     )
     config.validate(len(styles))
+    sharding.select_platform(platform)
+    multi = sharding.init_distributed(coordinator, num_processes, process_id)
     enable_compilation_cache()
     from .progress import RenderProgress
 
-    with RenderProgress(enabled=not quiet) as bar:
+    main_process = sharding.is_main_process()
+    with RenderProgress(enabled=not quiet and main_process) as bar:
         result = render_with_info(content, styles, config, progress=bar.update)
+    if not main_process:
+        return
     info = result.info
     info["inputs"] = {"content": str(content), "styles": [str(s) for s in styles]}
+    info["bit_depth"] = bit_depth
+    if multi:
+        info["processes"] = sharding.process_count()
     if info["weights"].get("kind") == "random":
         typer.echo(
             "note: rendered with untrained random VGG19 weights (--weights random); "
             "this is recorded in the output's metadata",
             err=True,
         )
-    imageio.write_image(output, result.image, metadata=info)
+    imageio.write_image(output, result.image, metadata=info, dpi=dpi, bit_depth=bit_depth)
+    if max(result.image.shape[:2]) > PREVIEW_ABOVE:
+        imageio.write_preview(output, result.image)
     info["output"] = str(output)
     if json_out:
         typer.echo(json.dumps(info, sort_keys=True))

@@ -11,13 +11,17 @@ from dataclasses import dataclass
 
 from . import pyramid
 from .errors import UserError
+from .imageio import DEFAULT_MAX_PIXELS
 from .model import DEFAULT_WIDTHS, LAYERS
 from .objective import CONTENT_LAYERS, STYLE_LAYERS, LossSpec
 from .optimize import OPTIMIZERS
+from .printsize import check_dpi
 
 MAX_SIZE = 131072
 INITS = ("content", "noise")
 POOLINGS = ("avg", "max")
+FITS = ("crop", "pad")
+COLOR_MODES = (None, "luminance", "histogram")
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
 
 
@@ -48,6 +52,19 @@ class RenderConfig:
     precision: str = "fp32"
     widths: tuple[int, ...] = DEFAULT_WIDTHS
     devices: int | None = None
+    width: int | None = None
+    height: int | None = None
+    fit: str = "crop"
+    dpi: float | None = None
+    preserve_colors: str | None = None
+    max_input_pixels: int | None = DEFAULT_MAX_PIXELS
+
+    def output_hw(self, content_hw: tuple[int, int]) -> tuple[int, int]:
+        """(H, W) of the output: width × height when given, else the content's aspect at
+        `size` long edge."""
+        if self.width is not None and self.height is not None:
+            return self.height, self.width
+        return pyramid.output_shape(content_hw, self.size)
 
     def validate(self, n_styles: int) -> None:
         """Raise UserError for any setting that cannot work, before any work is done."""
@@ -76,6 +93,21 @@ class RenderConfig:
             raise UserError(f"--tile must be ≥ 0 (0 = no tiling), got {self.tile}")
         if self.overlap is not None and self.overlap < 0:
             raise UserError(f"--overlap must be ≥ 0, got {self.overlap}")
+        if (self.width is None) != (self.height is None):
+            raise UserError("give both --width and --height (or --print), or neither")
+        for flag, v in (("--width", self.width), ("--height", self.height)):
+            if v is not None and not 0 < v <= MAX_SIZE:
+                raise UserError(f"{flag} must be a positive size up to {MAX_SIZE} px, got {v}")
+        if self.fit not in FITS:
+            raise UserError(f"unknown --fit {self.fit!r}; use crop or pad")
+        if self.preserve_colors not in COLOR_MODES:
+            raise UserError(
+                f"unknown --preserve-colors {self.preserve_colors!r}; use luminance or histogram"
+            )
+        if self.dpi is not None:
+            check_dpi(self.dpi)
+        if self.max_input_pixels is not None and self.max_input_pixels < 1:
+            raise UserError(f"--max-input-pixels must be ≥ 1, got {self.max_input_pixels}")
         if self.devices is not None and self.devices < 1:
             raise UserError(f"--devices must be ≥ 1, got {self.devices}")
         if self.tile_batch < 1:

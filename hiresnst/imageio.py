@@ -18,6 +18,7 @@ import threading
 import warnings
 import zlib
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -576,3 +577,25 @@ def _encode_tiff(
         bigtiff=data.nbytes > BIGTIFF_ABOVE_BYTES,
         **extra,
     )
+
+
+PREVIEW_SIDE = 2048
+
+
+def preview_path(path: str | os.PathLike[str]) -> Path:
+    """`print.tif` → `print.preview.jpg`, beside it."""
+    p = Path(path)
+    return p.with_name(p.stem + ".preview.jpg")
+
+
+def write_preview(
+    path: str | os.PathLike[str], image: np.ndarray, side: int = PREVIEW_SIDE
+) -> Path:
+    """A downscaled JPEG beside a large output, for viewers that cannot open the original."""
+    h, w = image.shape[:2]
+    scale = min(1.0, side / max(h, w))
+    small = Image.fromarray(np.clip(np.rint(image * 255), 0, 255).astype(np.uint8))
+    small = small.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.LANCZOS)
+    out = preview_path(path)
+    write_image(out, np.asarray(small, np.float32) / 255.0, quality=90)
+    return out

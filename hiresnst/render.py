@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from . import imageio, pyramid
+from . import color, imageio, pyramid
 from .config import RenderConfig
 from .errors import UserError
 from .model import DEFAULT_WIDTHS, LAYERS, widths_of
@@ -35,6 +35,7 @@ from .objective import (
     style_target,
 )
 from .optimize import make_optimizer, make_step
+from .printsize import apply_fit, fit_to_print
 from .sharding import host_array, host_scalar, make_mesh, replicate
 from .tiling import round_up
 from .weights import resolve_weights
@@ -67,13 +68,35 @@ class RenderResult:
 ImageLike = str | os.PathLike | np.ndarray
 
 
-def _load(image: ImageLike) -> np.ndarray:
+def _load(image: ImageLike, max_pixels: int | None = imageio.DEFAULT_MAX_PIXELS) -> np.ndarray:
     if isinstance(image, (str, os.PathLike)):
-        return imageio.read_image(Path(image))
+        return imageio.read_image(Path(image), max_pixels=max_pixels)
     arr = np.asarray(image, np.float32)
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise UserError(f"an image array must be H×W×3, got shape {arr.shape}")
     return np.clip(arr, 0.0, 1.0)
+
+
+def prepare_inputs(
+    content: ImageLike, styles: Sequence[ImageLike], config: RenderConfig, keep: bool = False
+) -> tuple[np.ndarray | None, np.ndarray, list[np.ndarray]]:
+    """Load the images, fit the content to an explicit output aspect (crop or pad, at its own
+    resolution), and apply colour preservation. Returns (the fitted content before colour
+    changes if `keep`, the content to render, the styles to render)."""
+    content_img = _load(content, config.max_input_pixels)
+    style_imgs = [_load(s, config.max_input_pixels) for s in styles]
+    if config.width is not None and config.height is not None:
+        ch, cw = content_img.shape[:2]
+        k = (max if config.fit == "pad" else min)(ch / config.height, cw / config.width)
+        native = (max(1, round(config.width * k)), max(1, round(config.height * k)))
+        content_img = apply_fit(content_img, fit_to_print((ch, cw), native, config.fit))
+    original = content_img if keep else None
+    if config.preserve_colors == "luminance":
+        style_imgs = [color.match_luminance(s, content_img) for s in style_imgs]
+        content_img = color.to_luminance_rgb(content_img)
+    elif config.preserve_colors == "histogram":
+        style_imgs = [color.match_color(s, content_img, "histogram") for s in style_imgs]
+    return original, content_img, style_imgs
 
 
 def device_memory_bytes() -> int:
@@ -146,11 +169,11 @@ def prepare_level(
     config: RenderConfig,
     content: np.ndarray,
     styles: Sequence[np.ndarray],
-    long_edge: int,
+    hw: tuple[int, int],
     mesh: Mesh | None = None,
 ) -> LevelProblem:
     """Resize the inputs for a level and compute its (possibly tiled) targets."""
-    hw = pyramid.output_shape(content.shape[:2], long_edge)
+    long_edge = max(hw)
     _check_size(hw, "the image at this level", spec)
     plan = choose_plan(hw, spec, config, mesh)
     content_l = replicate(pyramid.resize(content, hw), mesh)
@@ -193,9 +216,9 @@ def make_objective(
     params, _ = resolve_weights(config.weights, config.seed, widths=config.widths)
     spec = config.loss_spec(widths_of(params))
     params = replicate(params, mesh)
-    problem = prepare_level(
-        params, spec, config, _load(content), [_load(s) for s in styles], config.size, mesh
-    )
+    _, content_img, style_imgs = prepare_inputs(content, styles, config)
+    hw = config.output_hw(content_img.shape[:2])
+    problem = prepare_level(params, spec, config, content_img, style_imgs, hw, mesh)
     loss_fn = make_loss_fn(spec, problem.plan)
     vg = jax.jit(jax.value_and_grad(lambda x: loss_fn(params, x, problem.targets)[0]))
 
@@ -228,15 +251,14 @@ def render_with_info(
     if not styles:
         raise UserError("give at least one style image")
     config.validate(len(styles))
-    content_img = _load(content)
-    style_imgs = [_load(s) for s in styles]
+    original_content, content_img, style_imgs = prepare_inputs(content, styles, config, keep=True)
     params, weights_meta = resolve_weights(config.weights, config.seed, widths=config.widths)
     spec = config.loss_spec(widths_of(params))
     mesh = make_mesh(config.devices)
     params = replicate(params, mesh)
-    final_hw = pyramid.output_shape(content_img.shape[:2], config.size)
+    final_hw = config.output_hw(content_img.shape[:2])
     _check_size(final_hw, "the output", spec)
-    sizes = pyramid.level_sizes(config.size, config.scales, config.min_size)
+    sizes = pyramid.level_sizes(max(final_hw), config.scales, config.min_size)
     steps = pyramid.steps_per_level(config.steps, len(sizes))
 
     key = jax.random.PRNGKey(config.seed)
@@ -244,7 +266,8 @@ def render_with_info(
     levels_info = []
     for li, (long_edge, n_steps) in enumerate(zip(sizes, steps, strict=True)):
         t_level = time.perf_counter()
-        problem = prepare_level(params, spec, config, content_img, style_imgs, long_edge, mesh)
+        hw = pyramid.output_shape(final_hw, long_edge)
+        problem = prepare_level(params, spec, config, content_img, style_imgs, hw, mesh)
         if x is None:
             key, sub = jax.random.split(key)
             x = replicate(_initial_image(config, problem, sub), mesh)
@@ -302,6 +325,9 @@ def render_with_info(
             }
         )
     image = np.clip(host_array(x), 0.0, 1.0).astype(np.float32)
+    if config.preserve_colors == "luminance":
+        original = np.asarray(pyramid.resize(original_content, final_hw))
+        image = color.luminance_transfer(image, original).astype(np.float32)
     info = {
         "software": "hiresnst",
         "settings": dataclasses.asdict(config),

@@ -82,6 +82,10 @@ def replicate(tree, mesh: Mesh | None):
     )
 
 
+def process_count() -> int:
+    return jax.process_count()
+
+
 def is_main_process() -> bool:
     """Only process 0 writes outputs."""
     return jax.process_index() == 0
