@@ -7,6 +7,7 @@ traceback, and no output file is written.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ try:  # typer ≥ 0.20 vendors click; older releases use click itself
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import ClickException, UsageError
 
-from .config import RenderConfig
+from .config import MAX_SIZE, RenderConfig
 from .errors import UserError
 
 D = RenderConfig()  # the CLI's defaults are the API's
@@ -125,6 +126,11 @@ def render(
         if width is not None or height is not None:
             raise UserError("give --print or --width/--height, not both")
         width, height = printsize.print_pixels(*printsize.parse_print_size(print_size), dpi)
+        if max(width, height) > MAX_SIZE:
+            raise UserError(
+                f"--print {print_size} at {dpi:g} dpi is {width}×{height} px, beyond the "
+                f"{MAX_SIZE} px limit; lower --dpi or the print size"
+            )
     if bit_depth not in (8, 16):
         raise UserError(f"--bit-depth must be 8 or 16, got {bit_depth}")
     out_size = (width, height) if width and height else None
@@ -218,6 +224,23 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("error: interrupted", err=True)
         return 130
+    except Exception as e:  # a bug or an exhausted device, not bad input: still one line
+        if os.environ.get("HIRESNST_DEBUG"):
+            raise
+        text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower():
+            typer.echo(
+                f"error: out of device memory ({text[:200]}); lower --tile or "
+                "--tile-batch, or use --precision bf16",
+                err=True,
+            )
+        else:
+            typer.echo(
+                f"error: internal error: {type(e).__name__}: {text[:300]} "
+                "(HIRESNST_DEBUG=1 shows the traceback; please report it)",
+                err=True,
+            )
+        return 1
     return 0
 
 

@@ -72,6 +72,10 @@ class RenderConfig:
             raise UserError(
                 f"--size must be a positive long edge up to {MAX_SIZE} px, got {self.size}"
             )
+        if self.min_size is not None and self.min_size < 1:
+            raise UserError(f"--min-size must be a positive long edge in px, got {self.min_size}")
+        if not 0 <= self.seed < 2**32:
+            raise UserError(f"--seed must be an integer from 0 to {2**32 - 1}, got {self.seed}")
         if self.scales < 1 or self.scales > 12:
             raise UserError(f"--scales must be between 1 and 12, got {self.scales}")
         for name in ("content_weight", "style_weight", "tv_weight", "learning_rate", "style_scale"):
@@ -81,6 +85,12 @@ class RenderConfig:
                 raise UserError(f"{flag} must be a finite number ≥ 0, got {value}")
         if self.learning_rate == 0 or self.style_scale == 0:
             raise UserError("--learning-rate and --style-scale must be greater than 0")
+        long_edge = max(self.width or 0, self.height or 0) or self.size
+        if long_edge * self.style_scale > MAX_SIZE:
+            raise UserError(
+                f"--style-scale {self.style_scale} would resize the style to "
+                f"{long_edge * self.style_scale:.0f} px, beyond {MAX_SIZE} px"
+            )
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"unknown optimizer {self.optimizer!r}; use {' or '.join(OPTIMIZERS)}")
         if self.init not in INITS:

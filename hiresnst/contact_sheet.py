@@ -1,6 +1,6 @@
 """Contact sheets: a labelled grid of thumbnails, one cell per job of a series.
 
-A cell shows the job's thumbnail (about 160 px) with its name under it, shortened to two lines;
+A cell shows the job's thumbnail (about 160 px) with its name under it, shortened to three lines;
 jobs that failed or have not run yet get a plain placeholder, so the grid keeps its layout while a
 series is still running. The sheet is written as a JPEG through `imageio.write_image`, i.e. to a
 temporary file renamed over the final name: a reader never sees a half-written sheet.
@@ -26,7 +26,7 @@ THUMB_SIZE = 160
 PAD = 8
 FONT_SIZE = 11
 TITLE_FONT_SIZE = 13
-LABEL_LINES = 2
+LABEL_LINES = 3
 MAX_AUTO_COLUMNS = 12
 
 BACKGROUND = (246, 246, 246)

@@ -25,8 +25,13 @@ def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformat
     if name == "adam":
         return optax.adam(learning_rate)
     if name == "lbfgs":
-        return optax.lbfgs(
+        base = optax.lbfgs(
             memory_size=20, linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=15)
+        )
+        # optax's initial L-BFGS state shares one zero buffer between its two memories; copy
+        # it so that the step can donate the state without donating a buffer twice.
+        return optax.GradientTransformationExtraArgs(
+            lambda params: jax.tree_util.tree_map(jnp.copy, base.init(params)), base.update
         )
     raise UserError(f"unknown optimizer {name!r}; use one of: {', '.join(OPTIMIZERS)}")
 

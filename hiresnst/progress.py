@@ -35,9 +35,9 @@ class RenderProgress:
         )
         self._tasks: dict[int, int] = {}
         self._last: tuple[int, float] | None = None
+        self._started = False
 
     def __enter__(self) -> RenderProgress:
-        self._bar.__enter__()
         return self
 
     def __exit__(
@@ -46,9 +46,13 @@ class RenderProgress:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._bar.__exit__(exc_type, exc, tb)
+        if self._started:  # a render that fails before its first step prints nothing
+            self._bar.__exit__(exc_type, exc, tb)
 
     def update(self, p: Step) -> None:
+        if not self._started:
+            self._bar.start()
+            self._started = True
         label = f"scale {p.level + 1}/{p.levels} {p.size[1]}×{p.size[0]}"
         if p.tiles > 1:
             label += f" ({p.tiles} tiles)"

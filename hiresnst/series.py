@@ -43,6 +43,7 @@ import hashlib
 import itertools
 import json
 import math
+import operator
 import os
 import re
 import secrets
@@ -440,10 +441,22 @@ def spec_from_dict(
             raise p.error(f"jobs {names[job.name] + 1} and {job.index + 1} share name {job.name}")
         names[job.name] = job.index
 
-    columns_hint = next((len(rows) for _, rows in reversed(axes) if len(rows) > 1), None)
+    columns_hint = _sheet_columns([len(rows) for _, rows in axes])
     return Spec(
         jobs=tuple(jobs), source=source, base_dir=base, varying=varying, columns=columns_hint
     )
+
+
+def _sheet_columns(lengths: Sequence[int], most: int = 12) -> int | None:
+    """Columns of the contact sheet that keep the grid's structure: the product of the fastest
+    axes that first reaches about a square sheet (None: no such product, lay out freely)."""
+    total = math.prod(lengths)
+    products = list(itertools.accumulate((n for n in reversed(lengths) if n > 1), operator.mul))
+    if not products:
+        return None
+    fits = [c for c in products if c <= most]
+    wide = [c for c in fits if c * c >= total]
+    return wide[0] if wide else (fits[-1] if fits else None)
 
 
 def _did_you_mean(word: str, options: Sequence[str]) -> str:
@@ -947,7 +960,7 @@ def _run_one(
         "output": job.output_name,
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
-        "software": "hiresnst",
+        "software": f"hiresnst {_version()}",
     }
     if shard:
         record["shard"] = shard
@@ -996,6 +1009,12 @@ def _run_one(
         record.update(status="failed", error=message)
     record["seconds"] = round(time.perf_counter() - t0, 3)
     return _finite(record), thumb
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 class _Sheet:
@@ -1097,10 +1116,14 @@ def run(
         with _file_lock(out / LOCKS_DIR / f"{job.name}.lock", blocking=False) as got:
             if not got:
                 result.busy.append(job.name)
+                if progress:
+                    progress.job_end(job, {"name": job.name, "status": "busy"})
                 continue
             records = manifest.read()  # another process may have finished it meanwhile
             if job_status(job, out, records.get(job.key)) == "done":
                 result.skipped.append(job.name)
+                if progress:
+                    progress.job_end(job, {"name": job.name, "status": "done"})
                 continue
             if progress:
                 progress.job_start(job, number, len(todo))
@@ -1220,20 +1243,28 @@ class SeriesDisplay:
         self._refresh_eta()
 
     def job_end(self, job: Job, record: Mapping[str, Any]) -> None:
+        """A job finished ("ok" or "failed"), or was found "done" or "busy" elsewhere."""
+        status = record.get("status")
         seconds = float(record.get("seconds") or 0.0)
-        self._durations.append(seconds)
+        if status in ("ok", "failed"):
+            self._durations.append(seconds)
         self._remaining -= 1
         self._job_text = ""
         for task in self._level_tasks.values():
             self._levels.remove_task(task)
         self._level_tasks.clear()
+        if status == "failed":
+            self._failed += 1
         self._series.advance(self._task)
-        if record.get("status") == "ok":
+        if status == "ok":
             loss = record.get("loss")
             loss_s = f"  loss {loss:.4g}" if isinstance(loss, (int, float)) else ""
             line = f"[green]ok[/]     {job.name}  {seconds:.1f} s{loss_s}"
+        elif status == "done":
+            line = f"done   {job.name} (finished by another process)"
+        elif status == "busy":
+            line = f"busy   {job.name} (another process is rendering it)"
         else:
-            self._failed += 1
             line = f"[red]failed[/] {job.name}: {record.get('error', '')}"
         if self.enabled:
             self.console.print(line, highlight=False)

@@ -47,8 +47,9 @@ def init_distributed(
         raise UserError("--coordinator needs --num-processes and --process-id as well")
     if num_processes is not None and not 0 <= (process_id or 0) < num_processes:
         raise UserError(f"--process-id must be in 0..{num_processes - 1}, got {process_id}")
-    if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS", "") == "cpu":
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # CPU processes need gloo for cross-process collectives; GPUs (NCCL) and TPUs ignore it.
+    # Asking which backend is in use would initialise it, which must come after initialize().
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
         jax.distributed.initialize(coordinator, num_processes, process_id)
     except Exception as e:  # the coordinator is unreachable, the port taken, ...

@@ -26,7 +26,7 @@ def test_loss_falls_and_output_is_a_valid_image(rng):
     result = render_with_info(content, [style], BASE)
     assert result.image.shape == (70, 90, 3)
     assert result.image.dtype == np.float32
-    assert 0.0 <= result.image.min() and result.image.max() <= 1.0
+    assert result.image.min() >= 0.0 and result.image.max() <= 1.0
     level = result.info["levels"][0]
     assert level["loss_last"] < 0.5 * level["loss_first"]
     assert result.info["weights"]["kind"] == "random"
