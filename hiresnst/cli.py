@@ -195,19 +195,21 @@ def render(
         typer.echo(f"wrote {output} ({info['output_size'][0]}×{info['output_size'][1]})", err=True)
 
 
-def _add_weights_app() -> None:
+def _add_subcommands() -> None:
+    from .cli_series import series_command
     from .cli_weights import app as weights_app
 
     app.add_typer(weights_app, name="weights", help="Import, fetch and inspect VGG19 weights.")
+    app.command("series")(series_command)
 
 
-_add_weights_app()
+_add_subcommands()
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the app and return its exit status; user errors become one line and status 2."""
     try:
-        app(args=argv, standalone_mode=False, prog_name="hiresnst")
+        status = app(args=argv, standalone_mode=False, prog_name="hiresnst")
     except UserError as e:
         typer.echo(f"error: {e}", err=True)
         return 2
@@ -241,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                 err=True,
             )
         return 1
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 def run() -> None:

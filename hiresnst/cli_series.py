@@ -32,13 +32,17 @@ def series_command(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
-    """Render every job of SPEC into OUTPUT, skipping jobs already done.
+    r"""Render every job of SPEC into OUTPUT, skipping jobs already done.
 
-    SPEC has [defaults] (single values), [grid] (lists: every combination is a job) and [zip]
-    (equal-length lists advanced together) of content, style, any render option (size, steps,
-    style_weight, seed, …) and output options (format, bit_depth, quality, dpi). Each job writes
-    OUTPUT/<name>.<format> and a line of OUTPUT/manifest.jsonl; OUTPUT/contact-sheet.jpg shows
-    them all. A failed job is recorded and the others go on; the exit status is then 1.
+    SPEC is TOML: \[defaults] single values, \[grid] lists (every combination is a job).
+
+    \[zip]: equal-length lists advanced together (crossed with the grid).
+
+    Keys: content, style, any render option (size, steps, seed, ...), format, bit_depth, dpi.
+
+    Each job writes OUTPUT/<name>.<format>, a line of OUTPUT/manifest.jsonl, a contact sheet.
+
+    A failed job is recorded and the others go on; the exit status is then 1.
     """
     from . import series
 

@@ -163,7 +163,7 @@ class Spec:
     source: str = "<spec>"
     base_dir: Path = Path(".")
     varying: tuple[str, ...] = ()  # settings (besides content and style) that differ across jobs
-    columns: int | None = None  # length of the fastest-varying axis, for the contact sheet
+    columns: int | None = None  # contact-sheet columns: a product of the fastest axes
 
 
 class _Bad(Exception):
