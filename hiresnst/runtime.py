@@ -6,20 +6,16 @@ tiles; the persistent cache makes a second render of the same shapes start at on
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import jax
 
-
-def cache_home() -> Path:
-    """$HIRESNST_HOME, or ~/.cache/hiresnst."""
-    return Path(os.environ.get("HIRESNST_HOME") or Path.home() / ".cache" / "hiresnst")
+from .weights import home_dir
 
 
 def enable_compilation_cache(path: Path | None = None) -> Path:
     """Point JAX's persistent compilation cache at `path` (default: <home>/jax-cache)."""
-    path = path or cache_home() / "jax-cache"
+    path = path or home_dir() / "jax-cache"
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

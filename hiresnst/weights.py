@@ -36,6 +36,7 @@ import numpy as np
 
 from .errors import UserError
 from .model import CONV_LAYERS, CONVS_PER_BLOCK, DEFAULT_WIDTHS, param_shapes, random_params
+from .orbax_io import restore_tree, save_tree
 from .safetensors_io import looks_like_safetensors, read_safetensors
 from .torch_pickle import is_torch_legacy, is_torch_zip, read_torch
 
@@ -260,21 +261,6 @@ def cache_dir(home: Path | None = None) -> Path:
     return (Path(home) if home is not None else home_dir()).expanduser() / "weights" / NETWORK
 
 
-def _save_orbax(path: Path, params: Mapping[str, Any]) -> None:
-    import orbax.checkpoint as ocp
-
-    with ocp.StandardCheckpointer() as ckpt:
-        ckpt.save(path.resolve(), dict(params))
-        ckpt.wait_until_finished()
-
-
-def _restore_orbax(path: Path) -> dict:
-    import orbax.checkpoint as ocp
-
-    with ocp.StandardCheckpointer() as ckpt:
-        return ckpt.restore(path.resolve())
-
-
 def _as_float32_tree(tree: Mapping[str, Any]) -> dict[str, dict[str, np.ndarray]]:
     return {
         name: {leaf: np.asarray(tree[name][leaf], np.float32) for leaf in ("kernel", "bias")}
@@ -327,7 +313,7 @@ def import_weights(src: str | Path, home: Path | None = None, *, source: str | N
     }
     tmp = Path(tempfile.mkdtemp(prefix=f".{NETWORK}.tmp-", dir=wdir))
     try:
-        _save_orbax(tmp / PARAMS_NAME, params)
+        save_tree(tmp / PARAMS_NAME, params)
         (tmp / INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
         if final.exists():
             old = wdir / f".{NETWORK}.old-{uuid.uuid4().hex[:8]}"
@@ -357,7 +343,7 @@ def _load_cache_dir(d: Path) -> tuple[dict, dict]:
     except (OSError, ValueError) as e:
         raise _corrupt(d, f"unreadable {INFO_NAME}: {e}") from None
     try:
-        tree = _restore_orbax(d / PARAMS_NAME)
+        tree = restore_tree(d / PARAMS_NAME)
         check_params(tree)
         params = _as_float32_tree(tree)
     except Exception as e:  # orbax raises many types (ValueError, FileNotFoundError, tensorstore)
@@ -447,7 +433,7 @@ def resolve_weights(
             kind, sha = "checkpoint", info.get("source_sha256")
         elif _is_orbax_dir(path):
             try:
-                tree = _restore_orbax(path)
+                tree = restore_tree(path)
                 check_params(tree)
                 params = _as_float32_tree(tree)
             except Exception as e:

@@ -444,7 +444,7 @@ def test_failed_import_keeps_previous_cache(isolated_home, tmp_path, monkeypatch
         (path / "partial").mkdir(parents=True)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(W, "_save_orbax", boom)
+    monkeypatch.setattr(W, "save_tree", boom)
     with pytest.raises(KeyboardInterrupt):
         W.import_weights(FIX / "vgg19_narrow.safetensors")
     assert W.weights_info() == before
