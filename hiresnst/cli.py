@@ -18,6 +18,7 @@ try:  # typer ≥ 0.20 vendors click; older releases use click itself
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import ClickException, UsageError
 
+from .checkpoint import Preempted
 from .config import MAX_SIZE, RenderConfig
 from .errors import UserError
 
@@ -112,11 +113,17 @@ def render(
     ),
     num_processes: int | None = typer.Option(None, help="Processes in a multi-host render."),
     process_id: int | None = typer.Option(None, help="This process's index (0 writes the output)."),
+    checkpoint_dir: Path | None = typer.Option(
+        None, help="Save the render state here; running the same command again resumes."
+    ),
+    checkpoint_every: float = typer.Option(300.0, help="Seconds between checkpoints."),
+    restart: bool = typer.Option(False, help="Ignore existing checkpoints and start over."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON line with the results."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
     """Render CONTENT in the style of STYLES into OUTPUT."""
     from . import imageio, printsize, sharding
+    from .checkpoint import CheckpointOptions
     from .render import render_with_info
     from .runtime import enable_compilation_cache
 
@@ -170,8 +177,11 @@ def render(
     from .progress import RenderProgress
 
     main_process = sharding.is_main_process()
+    ckpt = None
+    if checkpoint_dir is not None:
+        ckpt = CheckpointOptions(checkpoint_dir, every=checkpoint_every, restart=restart)
     with RenderProgress(enabled=not quiet and main_process) as bar:
-        result = render_with_info(content, styles, config, progress=bar.update)
+        result = render_with_info(content, styles, config, progress=bar.update, checkpoint=ckpt)
     if not main_process:
         return
     info = result.info
@@ -189,6 +199,8 @@ def render(
     if max(result.image.shape[:2]) > PREVIEW_ABOVE:
         imageio.write_preview(output, result.image)
     info["output"] = str(output)
+    if "resumed_from" in info and not quiet:
+        typer.echo(f"resumed from {info['resumed_from']}", err=True)
     if json_out:
         typer.echo(json.dumps(info, sort_keys=True))
     elif not quiet:
@@ -223,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     except ClickException as e:
         typer.echo(f"error: {e.format_message().splitlines()[0]}", err=True)
         return 2
+    except Preempted as e:
+        typer.echo(f"error: {e}; run the same command again to resume", err=True)
+        return 143
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("error: interrupted", err=True)
         return 130

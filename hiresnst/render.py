@@ -22,6 +22,14 @@ import numpy as np
 from jax.sharding import Mesh
 
 from . import color, imageio, pyramid
+from .checkpoint import (
+    Checkpointer,
+    CheckpointOptions,
+    Preempted,
+    array_sha256,
+    restore_opt_state,
+    stop_on_sigterm,
+)
 from .config import RenderConfig
 from .errors import UserError
 from .model import DEFAULT_WIDTHS, LAYERS, widths_of
@@ -57,6 +65,37 @@ class Progress:
     loss: float
     tiles: int
     elapsed: float
+
+
+@dataclass
+class _Reporter:
+    """Records a level's losses and forwards each step to the progress callback."""
+
+    level: int
+    levels: int
+    hw: tuple[int, int]
+    steps: int
+    tiles: int
+    losses: list[float]
+    progress: Callable[[Progress], None] | None
+    t_start: float
+
+    def __call__(self, step: int, loss: jax.Array) -> None:
+        self.losses.append(host_scalar(loss))
+        if self.progress:
+            elapsed = time.perf_counter() - self.t_start
+            self.progress(
+                Progress(
+                    self.level,
+                    self.levels,
+                    self.hw,
+                    step,
+                    self.steps,
+                    self.losses[-1],
+                    self.tiles,
+                    elapsed,
+                )
+            )
 
 
 @dataclass
@@ -244,8 +283,14 @@ def render_with_info(
     styles: Sequence[ImageLike],
     config: RenderConfig = RenderConfig(),
     progress: Callable[[Progress], None] | None = None,
+    checkpoint: CheckpointOptions | None = None,
 ) -> RenderResult:
-    """Render and return the image with a record of what was done (settings, losses, times)."""
+    """Render and return the image with a record of what was done (settings, losses, times).
+
+    With `checkpoint`, the render state is saved every `checkpoint.every` seconds and at the end
+    of each level, a later call with the same settings resumes from the newest checkpoint, and
+    SIGTERM saves one and raises `Preempted`.
+    """
     t_start = time.perf_counter()
     styles = list(styles)
     if not styles:
@@ -261,69 +306,76 @@ def render_with_info(
     sizes = pyramid.level_sizes(max(final_hw), config.scales, config.min_size)
     steps = pyramid.steps_per_level(config.steps, len(sizes))
 
-    key = jax.random.PRNGKey(config.seed)
+    ckpt = None
+    if checkpoint is not None:
+        fingerprint = {
+            **{k: v for k, v in dataclasses.asdict(config).items() if k != "devices"},
+            "content": array_sha256(content_img),
+            "styles": [array_sha256(s) for s in style_imgs],
+            "weights": weights_meta,
+        }
+        ckpt = Checkpointer(checkpoint, fingerprint)
+    saved = ckpt.restore() if ckpt else None
+    resumed_from = str(saved.path) if saved else None
+    key = jnp.asarray(saved.key) if saved else jax.random.PRNGKey(config.seed)
+    levels_info: list[dict] = list(saved.levels) if saved else []
     x = None
-    levels_info = []
-    for li, (long_edge, n_steps) in enumerate(zip(sizes, steps, strict=True)):
-        t_level = time.perf_counter()
-        hw = pyramid.output_shape(final_hw, long_edge)
-        problem = prepare_level(params, spec, config, content_img, style_imgs, hw, mesh)
-        if x is None:
-            key, sub = jax.random.split(key)
-            x = replicate(_initial_image(config, problem, sub), mesh)
-        else:
-            x = pyramid.resize(x, problem.hw)
-        opt = make_optimizer(config.optimizer, config.learning_rate)
-        step = make_step(make_loss_fn(spec, problem.plan), config.optimizer, opt)
-        state = opt.init(x)
-        tiles = problem.plan.grid.count if problem.plan else 1
-        losses: list[float] = []
-        pending = None
-        for i in range(n_steps):
-            x, state, loss, terms = step(params, problem.targets, x, state)
+    with stop_on_sigterm() as stop:
+        for li, (long_edge, n_steps) in enumerate(zip(sizes, steps, strict=True)):
+            if saved and li < saved.level:
+                continue
+            t_level = time.perf_counter()
+            hw = pyramid.output_shape(final_hw, long_edge)
+            problem = prepare_level(params, spec, config, content_img, style_imgs, hw, mesh)
+            opt = make_optimizer(config.optimizer, config.learning_rate)
+            step = make_step(make_loss_fn(spec, problem.plan), config.optimizer, opt)
+            tiles = problem.plan.grid.count if problem.plan else 1
+            first, losses = 0, []
+            if saved and li == saved.level:
+                x = replicate(jnp.asarray(saved.x), mesh)
+                state = replicate(restore_opt_state(opt.init(x), saved.opt_leaves), mesh)
+                first, losses = saved.step, list(saved.losses)
+            else:
+                if x is None:
+                    key, sub = jax.random.split(key)
+                    x = replicate(_initial_image(config, problem, sub), mesh)
+                else:
+                    x = pyramid.resize(x, problem.hw)
+                state = opt.init(x)
+            report = _Reporter(
+                li, len(sizes), problem.hw, n_steps, tiles, losses, progress, t_start
+            )
+
+            pending = None
+            for i in range(first, n_steps):
+                x, state, loss, _ = step(params, problem.targets, x, state)
+                if pending is not None:
+                    report(i, pending)
+                pending = loss
+                if ckpt and (stop.is_set() or ckpt.due()):
+                    report(i + 1, pending)
+                    pending = None
+                    path = ckpt.save(li, i + 1, x, state, key, levels_info, losses)
+                    if stop.is_set():
+                        raise Preempted(path)
             if pending is not None:
-                losses.append(host_scalar(pending))
-                if progress:
-                    progress(
-                        Progress(
-                            li,
-                            len(sizes),
-                            problem.hw,
-                            i,
-                            n_steps,
-                            losses[-1],
-                            tiles,
-                            time.perf_counter() - t_start,
-                        )
-                    )
-            pending = loss
-        if pending is not None:
-            losses.append(host_scalar(pending))
-            if progress:
-                progress(
-                    Progress(
-                        li,
-                        len(sizes),
-                        problem.hw,
-                        n_steps,
-                        n_steps,
-                        losses[-1],
-                        tiles,
-                        time.perf_counter() - t_start,
-                    )
-                )
-        levels_info.append(
-            {
-                "size": list(problem.hw),
-                "steps": n_steps,
-                "tile": problem.plan.grid.tile if problem.plan else 0,
-                "overlap": problem.plan.grid.halo if problem.plan else 0,
-                "tiles": tiles,
-                "loss_first": losses[0] if losses else None,
-                "loss_last": losses[-1] if losses else None,
-                "seconds": round(time.perf_counter() - t_level, 3),
-            }
-        )
+                report(n_steps, pending)
+            levels_info.append(
+                {
+                    "size": list(problem.hw),
+                    "steps": n_steps,
+                    "tile": problem.plan.grid.tile if problem.plan else 0,
+                    "overlap": problem.plan.grid.halo if problem.plan else 0,
+                    "tiles": tiles,
+                    "loss_first": losses[0] if losses else None,
+                    "loss_last": losses[-1] if losses else None,
+                    "seconds": round(time.perf_counter() - t_level, 3),
+                    **({"resumed_at_step": first} if first else {}),
+                }
+            )
+            if ckpt:
+                ckpt.save(li + 1, 0, x, state, key, levels_info, [])
+            saved = None if saved and li == saved.level else saved
     image = np.clip(host_array(x), 0.0, 1.0).astype(np.float32)
     if config.preserve_colors == "luminance":
         original = np.asarray(pyramid.resize(original_content, final_hw))
@@ -338,6 +390,8 @@ def render_with_info(
         "processes": jax.process_count(),
         "seconds": round(time.perf_counter() - t_start, 3),
     }
+    if resumed_from:
+        info["resumed_from"] = resumed_from
     return RenderResult(image=image, info=info)
 
 

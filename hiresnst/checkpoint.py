@@ -1,0 +1,214 @@
+"""Render checkpoints: survive preemption (SIGTERM) and SIGKILL, resume bit for bit.
+
+A checkpoint holds everything the render loop needs to continue exactly: the pyramid level and
+step, the image, the optimiser state's leaves, the RNG key, the per-level records and the losses
+so far, plus the render's *fingerprint* (its settings and the hashes of its inputs and weights).
+Resuming with a different fingerprint is refused, since it would silently mix two renders.
+
+Each checkpoint is built in a temporary directory (orbax writes the arrays, then `meta.json`)
+and renamed to `ckpt-LL-SSSSSSSS` when complete, so a directory with that name is always whole;
+the newest few are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from .errors import UserError
+from .orbax_io import restore_tree, save_tree
+
+PREFIX = "ckpt-"
+FORMAT = 1
+
+
+class Preempted(Exception):
+    """A stop was requested (SIGTERM); the render saved a checkpoint and stopped."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"stopped by SIGTERM; checkpoint saved in {path}")
+        self.path = path
+
+
+@dataclass(frozen=True)
+class CheckpointOptions:
+    """Where and how often to checkpoint. Not part of the render's settings: changing these
+    does not change the result."""
+
+    directory: Path
+    every: float = 300.0
+    keep: int = 3
+    restart: bool = False
+
+
+@dataclass
+class Saved:
+    """A restored checkpoint."""
+
+    level: int
+    step: int
+    x: np.ndarray
+    opt_leaves: list[np.ndarray]
+    key: np.ndarray
+    levels: list[dict]
+    losses: list[float]
+    path: Path
+
+
+def array_sha256(a: np.ndarray) -> str:
+    """Hash of an input image as loaded (so a re-encoded but identical file matches)."""
+    a = np.ascontiguousarray(a, np.float32)
+    return hashlib.sha256(a.tobytes() + str(a.shape).encode()).hexdigest()
+
+
+class Checkpointer:
+    """Saves and restores one render's checkpoints in `options.directory`."""
+
+    def __init__(self, options: CheckpointOptions, fingerprint: dict[str, Any]) -> None:
+        if options.every < 0 or options.keep < 1:
+            raise UserError("--checkpoint-every must be ≥ 0 seconds and keep at least 1")
+        self.options = options
+        self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+        self.directory = Path(options.directory)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(
+                f"cannot create --checkpoint-dir {self.directory}: {e.strerror}"
+            ) from None
+        if options.restart:
+            for d in self._complete():
+                shutil.rmtree(d, ignore_errors=True)
+        self._last = time.monotonic()
+
+    def _complete(self) -> list[Path]:
+        return sorted(d for d in self.directory.glob(PREFIX + "*") if (d / "meta.json").is_file())
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last >= self.options.every
+
+    def restore(self) -> Saved | None:
+        """The newest checkpoint, or None. Refuses one made with other settings."""
+        found = self._complete()
+        if not found:
+            return None
+        path = found[-1]
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+            tree = restore_tree(path / "state")
+            saved = Saved(
+                level=int(meta["level"]),
+                step=int(meta["step"]),
+                x=np.asarray(tree["x"]),
+                opt_leaves=[np.asarray(tree["opt"][str(i)]) for i in range(len(tree["opt"]))],
+                key=np.asarray(tree["key"]),
+                levels=list(meta["levels"]),
+                losses=[float(v) for v in meta["losses"]],
+                path=path,
+            )
+        except Exception as e:  # json, orbax/tensorstore and key errors all mean "corrupt"
+            detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise UserError(
+                f"checkpoint {path} is corrupt ({detail}); delete it or pass --restart"
+            ) from None
+        if meta.get("fingerprint") != self.fingerprint:
+            old = meta.get("fingerprint") or {}
+            changed = sorted(
+                k for k in set(old) | set(self.fingerprint) if old.get(k) != self.fingerprint.get(k)
+            )
+            raise UserError(
+                f"checkpoint in {self.directory} is from a render with other settings "
+                f"(changed: {', '.join(changed)}); pass --restart to start over, or use "
+                "another --checkpoint-dir"
+            )
+        return saved
+
+    def save(
+        self,
+        level: int,
+        step: int,
+        x: jax.Array,
+        opt_state: Any,
+        key: jax.Array,
+        levels: list[dict],
+        losses: list[float],
+    ) -> Path:
+        """Write a complete checkpoint atomically and drop the oldest beyond `keep`."""
+        from .sharding import host_array, is_main_process
+
+        self._last = time.monotonic()
+        final = self.directory / f"{PREFIX}{level:02d}-{step:08d}"
+        if not is_main_process():
+            return final
+        leaves = jax.tree_util.tree_leaves(opt_state)
+        tree = {
+            "x": host_array(x),
+            "opt": {str(i): host_array(leaf) for i, leaf in enumerate(leaves)},
+            "key": host_array(key),
+        }
+        tmp = self.directory / f".tmp-{os.getpid()}-{level:02d}-{step:08d}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            save_tree(tmp / "state", tree)
+            meta = {
+                "format": FORMAT,
+                "level": level,
+                "step": step,
+                "levels": levels,
+                "losses": losses,
+                "fingerprint": self.fingerprint,
+                "saved_at": time.time(),
+            }
+            with open(tmp / "meta.json", "w") as f:
+                json.dump(meta, f, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        for old in self._complete()[: -self.options.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+
+def restore_opt_state(template: Any, leaves: list[np.ndarray]) -> Any:
+    """Rebuild an optimiser state from saved leaves, with the structure of `template`."""
+    treedef = jax.tree_util.tree_structure(template)
+    if treedef.num_leaves != len(leaves):
+        raise UserError(
+            "checkpoint's optimiser state does not match this optimizer; pass --restart"
+        )
+    return jax.tree_util.tree_unflatten(treedef, [np.asarray(v) for v in leaves])
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[threading.Event]:
+    """Within the block, SIGTERM sets the returned event instead of killing the process, so the
+    render can save a checkpoint first. Outside the main thread, signals cannot be caught and
+    the event simply never fires."""
+    event = threading.Event()
+    try:
+        previous = signal.signal(signal.SIGTERM, lambda *_: event.set())
+    except ValueError:
+        yield event
+        return
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGTERM, previous)
