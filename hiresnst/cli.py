@@ -113,6 +113,12 @@ def render(
     ),
     num_processes: int | None = typer.Option(None, help="Processes in a multi-host render."),
     process_id: int | None = typer.Option(None, help="This process's index (0 writes the output)."),
+    state: str = typer.Option(
+        D.state, help="Where the image and optimiser state live: auto, device, or host (RAM)."
+    ),
+    state_dir: Path | None = typer.Option(
+        None, help="With host state: memory-map it in files here (for machines with less RAM)."
+    ),
     checkpoint_dir: Path | None = typer.Option(
         None, help="Save the render state here; running the same command again resumes."
     ),
@@ -169,6 +175,8 @@ def render(
         preserve_colors=preserve_colors,
         max_input_pixels=max_input_pixels,
         devices=devices,
+        state=state,
+        state_dir=str(state_dir) if state_dir else None,
     )
     config.validate(len(styles))
     sharding.select_platform(platform)

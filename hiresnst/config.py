@@ -21,6 +21,7 @@ MAX_SIZE = 131072
 INITS = ("content", "noise")
 POOLINGS = ("avg", "max")
 FITS = ("crop", "pad")
+STATES = ("auto", "device", "host")
 COLOR_MODES = (None, "luminance", "histogram")
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
 
@@ -58,6 +59,8 @@ class RenderConfig:
     dpi: float | None = None
     preserve_colors: str | None = None
     max_input_pixels: int | None = DEFAULT_MAX_PIXELS
+    state: str = "auto"
+    state_dir: str | None = None
 
     def output_hw(self, content_hw: tuple[int, int]) -> tuple[int, int]:
         """(H, W) of the output: width × height when given, else the content's aspect at
@@ -118,6 +121,10 @@ class RenderConfig:
             check_dpi(self.dpi)
         if self.max_input_pixels is not None and self.max_input_pixels < 1:
             raise UserError(f"--max-input-pixels must be ≥ 1, got {self.max_input_pixels}")
+        if self.state not in STATES:
+            raise UserError(f"unknown --state {self.state!r}; use {', '.join(STATES)}")
+        if self.state == "host" and self.optimizer != "adam":
+            raise UserError("--state host supports --optimizer adam only")
         if self.devices is not None and self.devices < 1:
             raise UserError(f"--devices must be ≥ 1, got {self.devices}")
         if self.tile_batch < 1:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,21 +37,26 @@ from .model import DEFAULT_WIDTHS, LAYERS, widths_of
 from .objective import (
     LossSpec,
     TiledPlan,
+    _counts,
     blend_style_targets,
     content_target,
     make_loss_fn,
     make_plan,
     style_target,
 )
-from .optimize import make_optimizer, make_step
+from .optimize import Step, make_optimizer, make_step
 from .printsize import apply_fit, fit_to_print
 from .sharding import host_array, host_scalar, make_mesh, replicate
+from .streaming import HostState, host_adam_step, host_grams
 from .tiling import round_up
 from .weights import resolve_weights
 
 #: Rough device bytes per pixel of an untiled fp32 value-and-grad step of full-width VGG19
 #: to conv5_1 (activations kept for the backward pass); used only to pick a default tile.
 STEP_BYTES_PER_PIXEL = 3000
+#: Device bytes per pixel of the on-device render state: image, gradient, padded copy and Adam
+#: moments (fp32), the content image and its conv4_2 targets.
+DEVICE_STATE_BYTES = 104
 
 
 @dataclass
@@ -153,7 +159,11 @@ def _bytes_per_pixel(spec: LossSpec) -> float:
 
 
 def choose_plan(
-    hw: tuple[int, int], spec: LossSpec, config: RenderConfig, mesh: Mesh | None = None
+    hw: tuple[int, int],
+    spec: LossSpec,
+    config: RenderConfig,
+    mesh: Mesh | None = None,
+    force_tiles: bool = False,
 ) -> TiledPlan | None:
     """The tiling of one level: none if it fits in half the device memory, else the largest
     tile (a multiple of 256 px) whose batch does. Over several devices, tiles are made small
@@ -162,13 +172,15 @@ def choose_plan(
     n_dev = 1 if mesh is None else mesh.devices.size
     if tile is None:
         budget = 0.5 * device_memory_bytes() / _bytes_per_pixel(spec)
-        if hw[0] * hw[1] <= budget and n_dev == 1:
+        if hw[0] * hw[1] <= budget and n_dev == 1 and not force_tiles:
             return None
         side = math.isqrt(int(budget / config.tile_batch)) - 2 * spec.halo
         tile = min(max(256, side // 256 * 256), round_up(max(hw), 2**spec.levels))
         while n_dev > 1 and tile > 2**spec.levels and _count(hw, tile) < n_dev:
             tile = round_up(tile // 2, 2**spec.levels)
     if tile == 0:
+        if force_tiles:
+            raise UserError("host-resident state streams tiles: give a --tile size, not 0")
         if n_dev > 1:
             raise UserError("--tile 0 (untiled) runs on one device; use --devices 1 or a tile size")
         return None
@@ -199,7 +211,23 @@ class LevelProblem:
     hw: tuple[int, int]
     plan: TiledPlan | None
     targets: dict
-    content: jax.Array
+    content: jax.Array | np.ndarray
+    host: bool = False
+
+
+def host_resize(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """`pyramid.resize` run on the CPU backend, for host-resident images (the same numbers as
+    on a CPU device, without copying the image to an accelerator)."""
+    with jax.default_device(jax.devices("cpu")[0]):
+        return np.asarray(pyramid.resize(image, hw))
+
+
+def use_host_state(hw: tuple[int, int], config: RenderConfig) -> bool:
+    """Keep the image and optimiser state on the host when asked, or when the on-device
+    state (≈ DEVICE_STATE_BYTES per pixel) would take more than a quarter of the device."""
+    if config.state != "auto":
+        return config.state == "host"
+    return hw[0] * hw[1] * DEVICE_STATE_BYTES > 0.25 * device_memory_bytes()
 
 
 def prepare_level(
@@ -214,6 +242,19 @@ def prepare_level(
     """Resize the inputs for a level and compute its (possibly tiled) targets."""
     long_edge = max(hw)
     _check_size(hw, "the image at this level", spec)
+    blend = list(config.style_blend) if config.style_blend else [1.0] * len(styles)
+    if use_host_state(hw, config):
+        plan = choose_plan(hw, spec, config, None, force_tiles=True)
+        targets = []
+        for s in styles:
+            shw = _style_hw(s, long_edge, config.style_scale)
+            _check_size(shw, "a resized style image", spec)
+            s_grid = make_plan(*shw, spec, plan.grid.tile, None, plan.batch).grid
+            grams = host_grams(params, spec, s_grid, plan.batch, host_resize(s, shw))
+            counts = {n: v for n, v in _counts(spec, *shw).items() if n in grams}
+            targets.append({n: grams[n] / counts[n] for n in grams})
+        style_t = blend_style_targets(targets, blend)
+        return LevelProblem(hw, plan, {"style": style_t}, host_resize(content, hw), host=True)
     plan = choose_plan(hw, spec, config, mesh)
     content_l = replicate(pyramid.resize(content, hw), mesh)
     targets = []
@@ -225,7 +266,6 @@ def prepare_level(
         )
         style_l = replicate(pyramid.resize(s, shw), mesh)
         targets.append(_style_target_jit(params, spec, style_l, s_plan))
-    blend = list(config.style_blend) if config.style_blend else [1.0] * len(styles)
     return LevelProblem(
         hw=hw,
         plan=plan,
@@ -278,6 +318,78 @@ def _initial_image(config: RenderConfig, problem: LevelProblem, key: jax.Array) 
     return problem.content
 
 
+@dataclass
+class _LevelRun:
+    """What the step loops of one level share: progress, and checkpoints on time or SIGTERM."""
+
+    level: int
+    report: _Reporter
+    ckpt: Checkpointer | None
+    stop: threading.Event
+    key: jax.Array
+    levels_info: list[dict]
+
+    def wants_checkpoint(self) -> bool:
+        return self.ckpt is not None and (self.stop.is_set() or self.ckpt.due())
+
+    def checkpoint(self, step: int, x: Any, state: Any) -> None:
+        assert self.ckpt is not None
+        losses = self.report.losses
+        path = self.ckpt.save(self.level, step, x, state, self.key, self.levels_info, losses)
+        if self.stop.is_set():
+            raise Preempted(path)
+
+
+def _device_level(run: _LevelRun, step: Step, params, targets, x, state, first: int, n: int):
+    """Jitted steps; each loss is read one step late so the device never waits for the host."""
+    pending = None
+    for i in range(first, n):
+        x, state, loss, _ = step(params, targets, x, state)
+        if pending is not None:
+            run.report(i, pending)
+        pending = loss
+        if run.wants_checkpoint():
+            run.report(i + 1, pending)
+            pending = None
+            run.checkpoint(i + 1, x, state)
+    if pending is not None:
+        run.report(n, pending)
+    return x, state
+
+
+def _host_level(
+    run: _LevelRun,
+    params,
+    spec: LossSpec,
+    problem: LevelProblem,
+    hstate: HostState,
+    config: RenderConfig,
+    first: int,
+    n: int,
+) -> HostState:
+    """Adam steps with the image and its state in host memory, tiles streamed to the device."""
+    plan = problem.plan
+    assert plan is not None
+    for i in range(first, n):
+        loss, _ = host_adam_step(
+            params,
+            spec,
+            plan.grid,
+            plan.batch,
+            problem.targets["style"],
+            hstate,
+            config.learning_rate,
+        )
+        run.report(i + 1, loss)
+        if run.wants_checkpoint():
+            run.checkpoint(i + 1, hstate.x, hstate.opt_state())
+    return hstate
+
+
+def _state_dir(config: RenderConfig, level: int) -> Path | None:
+    return None if config.state_dir is None else Path(config.state_dir) / f"level-{level}"
+
+
 def render_with_info(
     content: ImageLike,
     styles: Sequence[ImageLike],
@@ -327,39 +439,44 @@ def render_with_info(
             t_level = time.perf_counter()
             hw = pyramid.output_shape(final_hw, long_edge)
             problem = prepare_level(params, spec, config, content_img, style_imgs, hw, mesh)
-            opt = make_optimizer(config.optimizer, config.learning_rate)
-            step = make_step(make_loss_fn(spec, problem.plan), config.optimizer, opt)
             tiles = problem.plan.grid.count if problem.plan else 1
-            first, losses = 0, []
-            if saved and li == saved.level:
-                x = replicate(jnp.asarray(saved.x), mesh)
-                state = replicate(restore_opt_state(opt.init(x), saved.opt_leaves), mesh)
-                first, losses = saved.step, list(saved.losses)
-            else:
-                if x is None:
-                    key, sub = jax.random.split(key)
-                    x = replicate(_initial_image(config, problem, sub), mesh)
-                else:
-                    x = pyramid.resize(x, problem.hw)
-                state = opt.init(x)
+            resume = saved if saved and li == saved.level else None
+            first = resume.step if resume else 0
+            losses = list(resume.losses) if resume else []
             report = _Reporter(
                 li, len(sizes), problem.hw, n_steps, tiles, losses, progress, t_start
             )
-
-            pending = None
-            for i in range(first, n_steps):
-                x, state, loss, _ = step(params, problem.targets, x, state)
-                if pending is not None:
-                    report(i, pending)
-                pending = loss
-                if ckpt and (stop.is_set() or ckpt.due()):
-                    report(i + 1, pending)
-                    pending = None
-                    path = ckpt.save(li, i + 1, x, state, key, levels_info, losses)
-                    if stop.is_set():
-                        raise Preempted(path)
-            if pending is not None:
-                report(n_steps, pending)
+            run = _LevelRun(li, report, ckpt, stop, key, levels_info)
+            # The level starts from a checkpoint, the initial image, or the previous level's
+            # result upsampled.
+            if resume:
+                start, at_size = resume.x, True
+            elif x is None:
+                key, sub = jax.random.split(key)
+                start, at_size = _initial_image(config, problem, sub), True
+            else:
+                start, at_size = x, False
+            if problem.host:
+                first_x = start if at_size else host_resize(host_array(start), hw)
+                hstate = HostState.create(
+                    np.asarray(first_x, np.float32), problem.content, _state_dir(config, li)
+                )
+                if resume:
+                    hstate.restore(resume.opt_leaves)
+                hstate = _host_level(run, params, spec, problem, hstate, config, first, n_steps)
+                x, state = hstate.x, hstate.opt_state()
+            else:
+                opt = make_optimizer(config.optimizer, config.learning_rate)
+                step = make_step(make_loss_fn(spec, problem.plan), config.optimizer, opt)
+                if not at_size:
+                    start = pyramid.resize(host_array(start), problem.hw)
+                x = replicate(jnp.asarray(start), mesh)
+                state = opt.init(x)
+                if resume:
+                    state = replicate(restore_opt_state(state, resume.opt_leaves), mesh)
+                x, state = _device_level(
+                    run, step, params, problem.targets, x, state, first, n_steps
+                )
             levels_info.append(
                 {
                     "size": list(problem.hw),
@@ -376,6 +493,8 @@ def render_with_info(
             if ckpt:
                 ckpt.save(li + 1, 0, x, state, key, levels_info, [])
             saved = None if saved and li == saved.level else saved
+    if x is None:  # every level was done: the newest checkpoint holds the finished image
+        x = saved.x
     image = np.clip(host_array(x), 0.0, 1.0).astype(np.float32)
     if config.preserve_colors == "luminance":
         original = np.asarray(pyramid.resize(original_content, final_hw))
