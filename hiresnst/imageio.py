@@ -9,6 +9,7 @@ one-line `UserError`. Outputs are the product of renders that can take hours, so
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -23,7 +24,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import tifffile
-from PIL import Image, ImageFile, ImageOps, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFile, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from hiresnst.errors import UserError
 
@@ -417,10 +418,20 @@ def write_image(
     _check_write_options(name, fmt, (width, height), bit_depth, dpi, quality)
     # default=str: a stray Path or enum in the metadata must not cost the finished render.
     text = None if metadata is None else json.dumps(dict(metadata), sort_keys=True, default=str)
-    data = _quantize(arr, bit_depth)
-    encoder = {"png": _encode_png, "jpeg": _encode_jpeg, "tiff": _encode_tiff}[fmt]
+    if fmt == "tiff":  # streamed: quantised one tile or strip at a time, no full-size copy
+
+        def write(fh: BinaryIO) -> None:
+            _encode_tiff(fh, arr, bit_depth, text, dpi)
+
+    else:
+        data = _quantize(arr, bit_depth)
+        encoder = {"png": _encode_png, "jpeg": _encode_jpeg}[fmt]
+
+        def write(fh: BinaryIO) -> None:
+            encoder(fh, data, text, dpi, quality)
+
     try:
-        _atomic_write(name, lambda fh: encoder(fh, data, text, dpi, quality))
+        _atomic_write(name, write)
     except OSError as e:
         raise _user_error(
             name, f"cannot write ({e.strerror or e}); check free space and permissions"
@@ -482,7 +493,7 @@ def _encode_png(
     if text is not None:
         info.add_itxt(METADATA_KEY, text)
     extra = {"dpi": (dpi, dpi)} if dpi else {}
-    Image.fromarray(data).save(fh, format="PNG", pnginfo=info, **extra)
+    Image.fromarray(data).save(fh, format="PNG", pnginfo=info, icc_profile=srgb_icc(), **extra)
 
 
 def _write_png16(fh: BinaryIO, data: np.ndarray, text: str | None, dpi: float | None) -> None:
@@ -499,6 +510,7 @@ def _write_png16(fh: BinaryIO, data: np.ndarray, text: str | None, dpi: float | 
     if dpi:
         ppm = round(dpi / 0.0254)
         chunk(b"pHYs", struct.pack(">IIB", ppm, ppm, 1))
+    chunk(b"iCCP", b"sRGB\0\0" + zlib.compress(srgb_icc()))
     chunk(b"tEXt", b"Software\0" + SOFTWARE.encode("latin-1"))
     if text is not None:  # keyword, then flag, method, language and translated keyword: all empty
         chunk(b"iTXt", METADATA_KEY.encode("latin-1") + b"\0\0\0\0\0" + text.encode("utf-8"))
@@ -550,14 +562,34 @@ def _encode_jpeg(
             warnings.warn("metadata over 60 kB: not stored in the JPEG", stacklevel=3)
     # 4:4:4 chroma: a print render's brush strokes should not lose colour detail.
     Image.fromarray(data).save(
-        fh, format="JPEG", quality=quality, subsampling=0, exif=exif, **extra
+        fh,
+        format="JPEG",
+        quality=quality,
+        subsampling=0,
+        exif=exif,
+        icc_profile=srgb_icc(),
+        **extra,
     )
 
 
+ICC_TAG = 34675  # TIFF InterColorProfile
+
+
+@functools.lru_cache(maxsize=1)
+def srgb_icc() -> bytes:
+    """An sRGB ICC profile (littleCMS's, via Pillow): renders are sRGB, and print shops and
+    colour-managed viewers should not have to guess."""
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
 def _encode_tiff(
-    fh: BinaryIO, data: np.ndarray, text: str | None, dpi: float | None, quality: int
+    fh: BinaryIO, arr: np.ndarray, bit_depth: int, text: str | None, dpi: float | None
 ) -> None:
-    height, width = data.shape[:2]
+    """Tiled (large) or stripped TIFF whose pixels are quantised as tifffile asks for them, so
+    a gigapixel float image is never copied whole. BigTIFF when the data passes ~2 GB."""
+    height, width = arr.shape[:2]
+    dtype = np.uint8 if bit_depth == 8 else np.uint16
+    itemsize = np.dtype(dtype).itemsize
     extra: dict[str, Any] = {}
     if text is not None:
         extra["description"] = text
@@ -565,18 +597,38 @@ def _encode_tiff(
         extra["resolution"] = (dpi, dpi)
         extra["resolutionunit"] = "INCH"
     if max(height, width) > TIFF_TILE_ABOVE:
+        th, tw = TIFF_TILE
         extra["tile"] = TIFF_TILE
+        chunks = (
+            _padded(_quantize(arr[y : y + th, x : x + tw], bit_depth), th, tw)
+            for y in range(0, height, th)
+            for x in range(0, width, tw)
+        )
     else:  # ~1 MiB strips rather than tifffile's single strip
-        extra["rowsperstrip"] = max(1, (1 << 20) // (width * 3 * data.itemsize))
+        rows = max(1, (1 << 20) // (width * 3 * itemsize))
+        extra["rowsperstrip"] = rows
+        chunks = (_quantize(arr[y : y + rows], bit_depth) for y in range(0, height, rows))
     tifffile.imwrite(
         fh,
-        data,
+        data=chunks,
+        shape=(height, width, 3),
+        dtype=dtype,
         photometric="rgb",
         metadata=None,  # no tifffile shape JSON: the description is exactly ours
         software=SOFTWARE,
-        bigtiff=data.nbytes > BIGTIFF_ABOVE_BYTES,
+        bigtiff=height * width * 3 * itemsize > BIGTIFF_ABOVE_BYTES,
+        extratags=[(ICC_TAG, 7, len(srgb_icc()), srgb_icc(), True)],
         **extra,
     )
+
+
+def _padded(chunk: np.ndarray, th: int, tw: int) -> np.ndarray:
+    """Edge tiles are stored full size in a tiled TIFF."""
+    if chunk.shape[:2] == (th, tw):
+        return chunk
+    out = np.zeros((th, tw, chunk.shape[2]), chunk.dtype)
+    out[: chunk.shape[0], : chunk.shape[1]] = chunk
+    return out
 
 
 PREVIEW_SIDE = 2048
