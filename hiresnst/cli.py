@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import ClickException, UsageError
 
 from .checkpoint import Preempted
-from .config import MAX_SIZE, RenderConfig
+from .config import MAX_SIZE, RenderConfig, parse_layers
 from .errors import UserError
 
 D = RenderConfig()  # the CLI's defaults are the API's
@@ -72,7 +72,13 @@ def render(
     content_weight: float = typer.Option(D.content_weight, help="Weight of the content loss."),
     style_weight: float = typer.Option(D.style_weight, help="Weight of the style loss."),
     tv_weight: float = typer.Option(D.tv_weight, help="Weight of the total-variation loss."),
-    init: str = typer.Option(D.init, help="content or noise."),
+    init: str = typer.Option(D.init, help="content, noise, or an image file to start from."),
+    content_layers: str | None = typer.Option(
+        None, help="Content layers with weights: conv4_2 (default) or conv3_1:0.5,conv4_2:1."
+    ),
+    style_layers: str | None = typer.Option(
+        None, help="Style layers with weights (default conv1_1…conv5_1 at 0.2 each)."
+    ),
     pooling: str = typer.Option(D.pooling, help="avg or max pooling in VGG19."),
     style_blend: str | None = typer.Option(None, help="Blend weights of the styles: 0.7,0.3."),
     style_scale: float = typer.Option(
@@ -162,6 +168,12 @@ def render(
         tv_weight=tv_weight,
         init=init,
         pooling=pooling,
+        content_layers=(
+            parse_layers(content_layers, "--content-layers") if content_layers else D.content_layers
+        ),
+        style_layers=parse_layers(style_layers, "--style-layers")
+        if style_layers
+        else D.style_layers,
         style_blend=_parse_floats(style_blend, "--style-blend") if style_blend else None,
         style_scale=style_scale,
         tile=tile,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import pyramid
 from .errors import UserError
@@ -96,8 +97,10 @@ class RenderConfig:
             )
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"unknown optimizer {self.optimizer!r}; use {' or '.join(OPTIMIZERS)}")
-        if self.init not in INITS:
-            raise UserError(f"unknown --init {self.init!r}; use {' or '.join(INITS)}")
+        if self.init not in INITS and not Path(self.init).suffix:
+            raise UserError(
+                f"unknown --init {self.init!r}; use {' or '.join(INITS)} or an image file"
+            )
         if self.pooling not in POOLINGS:
             raise UserError(f"unknown --pooling {self.pooling!r}; use {' or '.join(POOLINGS)}")
         if self.precision not in PRECISIONS:
@@ -156,3 +159,17 @@ class RenderConfig:
             pooling=self.pooling,
             dtype=PRECISIONS[self.precision],
         )
+
+
+def parse_layers(text: str, flag: str) -> tuple[tuple[str, float], ...]:
+    """`conv4_2` or `conv1_1:0.2,conv2_1:0.2` → ((name, weight), ...); weight 1 if omitted."""
+    out = []
+    for item in text.split(","):
+        name, _, weight = item.strip().partition(":")
+        try:
+            out.append((name, float(weight) if weight else 1.0))
+        except ValueError:
+            raise UserError(f"{flag}: bad weight in {item!r}; write e.g. conv1_1:0.2") from None
+    if not out or not all(n for n, _ in out):
+        raise UserError(f"{flag} needs layer names, e.g. conv4_2 or conv1_1:0.2,conv2_1:0.2")
+    return tuple(out)

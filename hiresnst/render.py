@@ -313,9 +313,13 @@ def make_objective(
 
 
 def _initial_image(config: RenderConfig, problem: LevelProblem, key: jax.Array) -> jax.Array:
+    """The coarsest level's start: the content, uniform noise, or an image resized to fit."""
     if config.init == "noise":
         return jax.random.uniform(key, (*problem.hw, 3), jnp.float32)
-    return problem.content
+    if config.init == "content":
+        return problem.content
+    image = _load(config.init, config.max_input_pixels)
+    return host_resize(image, problem.hw) if problem.host else pyramid.resize(image, problem.hw)
 
 
 @dataclass
