@@ -43,7 +43,8 @@ def init_distributed(
         process_id = int(os.environ["HIRESNST_PROCESS_ID"])
     if coordinator is None and num_processes is None and process_id is None:
         return False
-    if coordinator is not None and (num_processes is None or process_id is None):
+    auto = coordinator == "auto"  # the cluster (cloud TPU, SLURM, ...) says where and who
+    if coordinator is not None and not auto and (num_processes is None or process_id is None):
         raise UserError("--coordinator needs --num-processes and --process-id as well")
     if num_processes is not None and not 0 <= (process_id or 0) < num_processes:
         raise UserError(f"--process-id must be in 0..{num_processes - 1}, got {process_id}")
@@ -51,7 +52,10 @@ def init_distributed(
     # Asking which backend is in use would initialise it, which must come after initialize().
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
-        jax.distributed.initialize(coordinator, num_processes, process_id)
+        if auto:
+            jax.distributed.initialize()
+        else:
+            jax.distributed.initialize(coordinator, num_processes, process_id)
     except Exception as e:  # the coordinator is unreachable, the port taken, ...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"could not join the distributed run at {coordinator}: {first}") from None
