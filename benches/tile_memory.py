@@ -80,9 +80,8 @@ def main() -> None:
     print(f"{'tile':>6} {'size':>11} {'step s':>8} {'MP·it/s':>8} {'peak RSS MB':>12}")
     for r in rows:
         size = f"{r['size'][0]}×{r['size'][1]}"
-        print(
-            f"{r['tile']:>6} {size:>11} {r['step_s']:>8} {r['mp_iter_per_s']:>8} {r['peak_rss_mb']:>12}"
-        )
+        cols = (r["tile"], size, r["step_s"], r["mp_iter_per_s"], r["peak_rss_mb"])
+        print("{:>6} {:>11} {:>8} {:>8} {:>12}".format(*cols))
     print(f"wrote {path}")
 
 
