@@ -147,8 +147,8 @@ def prepare_inputs(
 
 
 def device_memory_bytes() -> int:
-    """Memory of the first device (physical RAM for the CPU)."""
-    dev = jax.devices()[0]
+    """Memory of this process's first device (physical RAM for the CPU)."""
+    dev = jax.local_devices()[0]
     stats = dev.memory_stats() if hasattr(dev, "memory_stats") else None
     if stats and stats.get("bytes_limit"):
         return int(stats["bytes_limit"])
