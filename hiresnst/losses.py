@@ -8,6 +8,9 @@ Normalisation (chosen so that weights do not depend on the image size):
 - style, per layer l: ‖G_l/N_l − A_l‖² / C_l², with G_l = Σ_p f(p) f(p)ᵀ over the N_l positions;
 - content, per layer: Σ (F − P)² / (N_l · C_l), a mean squared error;
 - total variation: Σ over neighbouring pixel pairs of the squared difference / (H · W · 3).
+
+Spatial masks (`masks.py`) weight the same sums per position: a style's Gram becomes
+Σ_p m(p) f(p) f(p)ᵀ with N = Σ_p m(p), and the content sum Σ_p m(p) ‖F(p) − P(p)‖².
 """
 
 from __future__ import annotations
@@ -87,3 +90,76 @@ def tv_axis_sum(x: jax.Array, valid: jax.Array | None, axis: int) -> jax.Array:
 def tv_sum(x: jax.Array) -> jax.Array:
     """Σ of squared differences between vertical and horizontal neighbours of (..., H, W, C)."""
     return tv_axis_sum(x, None, -3) + tv_axis_sum(x, None, -2)
+
+
+# ------------------------------------------------------------------ spatial masks
+
+
+def masked_gram_sum(f: jax.Array, m: jax.Array) -> jax.Array:
+    """Σ_p m_s(p) f(p) f(p)ᵀ for each mask s: f (..., C) and m (S, ...) → (S, C, C).
+
+    `m`'s trailing shape is f's without the channel axis. One style at a time, so that the
+    temporary m_s·f is one feature map, not S of them.
+    """
+    c = f.shape[-1]
+    f2 = f.reshape(-1, c)
+    m2 = m.reshape(m.shape[0], -1).astype(f.dtype)
+    return jnp.stack(
+        [
+            jnp.einsum("pc,pd->cd", f2 * m2[s][:, None], f2, preferred_element_type=acc_dtype(f))
+            for s in range(m2.shape[0])
+        ]
+    )
+
+
+def _safe_counts(n: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(n > 0, n with zeros replaced by 1): a style whose mask is black at a level adds 0."""
+    ok = n > 0
+    return ok, jnp.where(ok, n, 1.0)
+
+
+def masked_style_loss(
+    grams: dict[str, jax.Array],
+    targets: dict[str, jax.Array],
+    counts: dict[str, jax.Array],
+    blend: jax.Array,
+    layer_weights: dict[str, float],
+) -> jax.Array:
+    """Σ_s b_s Σ_l w_l ‖G_sl/N_sl − A_sl‖² / C_l² from masked Grams (S, C, C), the styles' own
+    normalised targets A (S, C, C), mask sums N (S,) and normalised blend weights b (S,).
+
+    A style whose mask sums to 0 at a layer's level contributes 0 there.
+    """
+    total = 0.0
+    for name, w in layer_weights.items():
+        ok, n = _safe_counts(counts[name])
+        g = grams[name] / n[:, None, None]
+        c = g.shape[-1]
+        err = jnp.sum((g - targets[name]) ** 2, axis=(1, 2))
+        total = total + w * jnp.sum(jnp.where(ok, blend * err, 0.0)) / (c * c)
+    return total
+
+
+def masked_style_gram_cotangents(
+    grams: dict[str, jax.Array],
+    targets: dict[str, jax.Array],
+    counts: dict[str, jax.Array],
+    blend: jax.Array,
+    layer_weights: dict[str, float],
+) -> dict[str, jax.Array]:
+    """∂(masked style loss)/∂G_sl, (S, C, C) per layer: held constant in a tile's gradient pass,
+    where the surrogate is Σ_s Σ_l ⟨D_sl, Σ_core m_s f fᵀ⟩."""
+    out = {}
+    for name, w in layer_weights.items():
+        ok, n = _safe_counts(counts[name])
+        c = grams[name].shape[-1]
+        scale = jnp.where(ok, 2.0 * w * blend / (n * c * c), 0.0)[:, None, None]
+        out[name] = scale * (grams[name] / n[:, None, None] - targets[name])
+    return out
+
+
+def masked_content_sum(f: jax.Array, target: jax.Array, m: jax.Array) -> jax.Array:
+    """Σ_p m(p) ‖F(p) − P(p)‖² in fp32; `m` has f's shape without the channel axis."""
+    dtype = acc_dtype(f)
+    d = f.astype(dtype) - target.astype(dtype)
+    return jnp.sum(m.astype(dtype) * jnp.sum(d * d, axis=-1))

@@ -9,6 +9,13 @@ Untiled: one forward/backward over the whole image. Tiled: two passes over overl
    core-restricted sums. Tile gradients, halos included, are added into the image gradient.
 Both passes are `lax.scan`s over batches of equal-shaped tiles, so device memory is bounded by
 one batch, and the result equals the untiled objective and gradient up to fp32 summation order.
+
+Spatial masks (`LossSpec.masked`): each style s has a mask pyramid m_s,k (white = this style
+here) that weights its Gram, G_sl = Σ_p m_s,k(p) f(p) f(p)ᵀ with N_sl = Σ_p m_s,k(p), and the
+style loss is Σ_s b_s Σ_l w_l ‖G_sl/N_sl − A_sl‖²/C_l²; a content mask weights the content
+term per position. Masks are whole-image arrays (replicated over a mesh); each tile reads the
+core of each level's mask, so the tiled objective stays exact. `masks.masked_targets` builds
+the targets; the unmasked path is unchanged when `masked` is False.
 """
 
 from __future__ import annotations
@@ -25,13 +32,28 @@ from jax.sharding import PartitionSpec as P
 
 from . import losses
 from .model import LAYERS, VGG19, deepest, exact_halo, layer_level
-from .tiling import TileGrid, add_window, batched_origins, extract, make_grid, valid_masks
+from .tiling import (
+    TileGrid,
+    add_window,
+    batched_origins,
+    extract,
+    make_grid,
+    pooled_sizes,
+    valid_masks,
+)
 
 STYLE_LAYERS: tuple[str, ...] = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 CONTENT_LAYERS: tuple[str, ...] = ("conv4_2",)
 
 Params = dict
-Targets = dict  # {"style": {layer: A (C, C)}, "content": {layer: features}}
+Targets = dict
+"""Unmasked: {"style": {layer: A (C, C)}, "content": {layer: features}}.
+
+Masked (`LossSpec.masked`): {"style_stack": {layer: A (S, C, C)}, "style_blend": b (S,) summing
+to 1, "style_masks": (m_0, …, m_levels) with m_k (S, H_k, W_k), "content_mask": (c_0, …) with
+c_k (H_k, W_k) or None, "content": as unmasked}. H_k, W_k are the floor-pooled sizes of the
+image at level k (`tiling.pooled_sizes`); `masks.mask_pyramid` makes them.
+"""
 
 
 @dataclass(frozen=True)
@@ -46,6 +68,9 @@ class LossSpec:
     widths: tuple[int, ...] = (64, 128, 256, 512, 512)
     pooling: str = "avg"
     dtype: str = "float32"
+    #: Spatial masks: style Grams and the content term are weighted by the mask pyramids in the
+    #: targets (see `Targets`). False keeps the unmasked targets and computation.
+    masked: bool = False
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -91,13 +116,156 @@ def _counts(spec: LossSpec, height: int, width: int) -> dict[str, int]:
 
 
 def _content_term(
-    spec: LossSpec, feats: dict[str, jax.Array], targets: dict, counts: dict[str, int]
+    spec: LossSpec,
+    feats: dict[str, jax.Array],
+    targets: dict,
+    counts: dict[str, int],
+    masks: dict[str, jax.Array] | None = None,
 ) -> jax.Array:
+    """Content loss; `masks` (per content layer, f's shape without channels) weight positions."""
     total = 0.0
     for name, w in spec.content_layers:
         f = feats[name]
-        total = total + w * losses.content_sum(f, targets[name]) / (counts[name] * f.shape[-1])
+        if masks is None:
+            s = losses.content_sum(f, targets[name])
+        else:
+            s = losses.masked_content_sum(f, targets[name], masks[name])
+        total = total + w * s / (counts[name] * f.shape[-1])
     return spec.content_weight * total
+
+
+# ---------------------------------------------------------------- masks
+
+
+def _style_names(spec: LossSpec) -> tuple[str, ...]:
+    return tuple(n for n, _ in spec.style_layers)
+
+
+def _style_args(spec: LossSpec, targets: Targets, height: int, width: int):
+    """What the style term needs: {layer: A} unmasked; the masked targets' arrays otherwise.
+
+    The masks' shapes are checked here (a wrong-sized mask would otherwise be clamped by
+    `dynamic_slice` into a silently misplaced one).
+    """
+    if not spec.masked:
+        if "style_masks" in targets or targets.get("content_mask") is not None:
+            raise ValueError("the targets hold masks but LossSpec.masked is False")
+        return targets["style"]
+    hs, ws = pooled_sizes(height, spec.levels), pooled_sizes(width, spec.levels)
+    style_masks = tuple(targets["style_masks"])
+    content_mask = targets.get("content_mask")
+    n_styles = targets["style_blend"].shape[0]
+    pyramids = [("style_masks", style_masks, (n_styles,))]
+    if content_mask is not None:
+        content_mask = tuple(content_mask)
+        pyramids.append(("content_mask", content_mask, ()))
+    for key, pyr, lead in pyramids:
+        if len(pyr) < spec.levels + 1:
+            raise ValueError(f"{key} has {len(pyr)} levels; the layers need {spec.levels + 1}")
+        for k in range(spec.levels + 1):
+            if tuple(pyr[k].shape) != (*lead, hs[k], ws[k]):
+                raise ValueError(
+                    f"{key}[{k}] has shape {tuple(pyr[k].shape)}, expected {(*lead, hs[k], ws[k])}"
+                )
+    for name, a in targets["style_stack"].items():
+        if a.shape[0] != n_styles:
+            raise ValueError(f"style_stack[{name!r}] has {a.shape[0]} styles, blend {n_styles}")
+    return {
+        "stack": targets["style_stack"],
+        "blend": targets["style_blend"],
+        "masks": style_masks[: spec.levels + 1],
+        "content_mask": None if content_mask is None else content_mask[: spec.levels + 1],
+    }
+
+
+def _mask_counts(spec: LossSpec, style_masks: tuple[jax.Array, ...]) -> dict[str, jax.Array]:
+    """N_sl = Σ_p m_s,k(p) over the whole image, (S,) per style layer."""
+    return {
+        n: jnp.sum(style_masks[layer_level(n)].astype(jnp.float32), axis=(-2, -1))
+        for n in _style_names(spec)
+    }
+
+
+def _style_value(spec, grams, style_t, counts) -> jax.Array:
+    if not spec.masked:
+        return losses.style_loss_from_grams(grams, style_t, counts, spec.style_weights())
+    n = _mask_counts(spec, style_t["masks"])
+    return losses.masked_style_loss(
+        grams, style_t["stack"], n, style_t["blend"], spec.style_weights()
+    )
+
+
+def _style_cotangents(spec, grams, style_t, counts) -> dict[str, jax.Array]:
+    if not spec.masked:
+        return losses.style_gram_cotangents(grams, style_t, counts, spec.style_weights())
+    n = _mask_counts(spec, style_t["masks"])
+    return losses.masked_style_gram_cotangents(
+        grams, style_t["stack"], n, style_t["blend"], spec.style_weights()
+    )
+
+
+def _pad_level(grid: TileGrid, m: jax.Array, k: int) -> jax.Array:
+    """Zero-pad a level-k mask (..., H_k, W_k) on the bottom/right to cover every tile core.
+
+    A window's core at level k starts at `origin >> k` in the *unpadded* level-k image (the
+    window starts `halo >> k` before it in padded coordinates), so the core can be sliced
+    straight from the unpadded mask: no top/left padding is needed.
+    """
+    hp, wp = (grid.ny * grid.tile) >> k, (grid.nx * grid.tile) >> k
+    pad = [(0, 0)] * (m.ndim - 2) + [(0, hp - m.shape[-2]), (0, wp - m.shape[-1])]
+    return jnp.pad(m.astype(jnp.float32), pad)
+
+
+def _padded_masks(spec: LossSpec, grid: TileGrid, style_t):
+    """Each level's style (and content) masks, padded for `_mask_cores`; None unmasked."""
+    if not spec.masked:
+        return None
+    cm = style_t["content_mask"]
+    return {
+        "style": {
+            k: _pad_level(grid, style_t["masks"][k], k)
+            for k in {layer_level(n) for n in _style_names(spec)}
+        },
+        "content": None
+        if cm is None
+        else {
+            k: _pad_level(grid, cm[k], k) for k in {layer_level(n) for n, _ in spec.content_layers}
+        },
+    }
+
+
+def _mask_cores(grid: TileGrid, m_pad: jax.Array, origins: jax.Array, k: int) -> jax.Array:
+    """(..., B, t_k, t_k): the level-k core of each tile (origins (B, 2)) of a padded mask."""
+    n = grid.tile >> k
+    lead = m_pad.shape[:-2]
+
+    def one(o):
+        start = (0,) * len(lead) + (o[0] >> k, o[1] >> k)
+        return jax.lax.dynamic_slice(m_pad, start, (*lead, n, n))
+
+    return jnp.stack([one(origins[i]) for i in range(origins.shape[0])], axis=len(lead))
+
+
+def _core_grams(spec, grid, feats, names, padded, origins) -> dict[str, jax.Array]:
+    """Σ over a batch's cores of f fᵀ, (C, C); masked: Σ m_s f fᵀ per style, (S, C, C)."""
+    out = {}
+    for n in names:
+        k = layer_level(n)
+        core = _core(grid, feats[n], k)
+        if padded is None:
+            out[n] = losses.gram_sum(core)
+        else:
+            out[n] = losses.masked_gram_sum(core, _mask_cores(grid, padded["style"][k], origins, k))
+    return out
+
+
+def _content_core_masks(spec, grid, padded, origins) -> dict[str, jax.Array] | None:
+    if padded is None or padded["content"] is None:
+        return None
+    return {
+        n: _mask_cores(grid, padded["content"][layer_level(n)], origins, layer_level(n))
+        for n, _ in spec.content_layers
+    }
 
 
 # ---------------------------------------------------------------- untiled
@@ -109,10 +277,23 @@ def untiled_loss(
     """Total loss and its weighted terms for an (H, W, 3) image in [0, 1]."""
     h, w = x.shape[:2]
     counts = _counts(spec, h, w)
+    style_t = _style_args(spec, targets, h, w)
     feats = features(params, spec, x[None], spec.outputs)
-    grams = {n: losses.gram_sum(feats[n]) for n, _ in spec.style_layers}
-    style = losses.style_loss_from_grams(grams, targets["style"], counts, spec.style_weights())
-    content = _content_term(spec, feats, targets["content"], counts)
+    if spec.masked:
+        sm = style_t["masks"]
+        grams = {
+            n: losses.masked_gram_sum(feats[n], sm[layer_level(n)][:, None])
+            for n in _style_names(spec)
+        }
+        cm = style_t["content_mask"]
+        c_masks = (
+            None if cm is None else {n: cm[layer_level(n)][None] for n, _ in spec.content_layers}
+        )
+    else:
+        grams = {n: losses.gram_sum(feats[n]) for n in _style_names(spec)}
+        c_masks = None
+    style = _style_value(spec, grams, style_t, counts)
+    content = _content_term(spec, feats, targets["content"], counts, c_masks)
     tv = spec.tv_weight * losses.tv_sum(x) / (h * w * 3)
     terms = {"content": content, "style": style, "tv": tv}
     return content + style + tv, terms
@@ -155,9 +336,10 @@ def _local_terms(
     feats: dict[str, jax.Array],
     content: dict[str, jax.Array],
     counts: dict[str, int],
+    content_masks: dict[str, jax.Array] | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     core = {n: _core(grid, feats[n], layer_level(n)) for n, _ in spec.content_layers}
-    c = _content_term(spec, core, content, counts)
+    c = _content_term(spec, core, content, counts, content_masks)
     tv = spec.tv_weight * _tv_core(grid, wins, masks[0]) / (grid.height * grid.width * 3)
     return c, tv
 
@@ -218,22 +400,32 @@ def _distributed(fn, plan: TiledPlan, n_replicated: int, n_sharded: int, out_spe
     )
 
 
-def _zeros_grams(spec: LossSpec, names: tuple[str, ...]) -> dict[str, jax.Array]:
-    return {n: jnp.zeros((feats_width(spec, n),) * 2, jnp.float32) for n in names}
+def _zeros_grams(
+    spec: LossSpec, names: tuple[str, ...], styles: int | None = None
+) -> dict[str, jax.Array]:
+    lead = () if styles is None else (styles,)
+    return {n: jnp.zeros((*lead, *(feats_width(spec, n),) * 2), jnp.float32) for n in names}
 
 
-def _gram_pass(params, spec, grid, x_pad, origins, live, names):
-    """Σ over this device's tile cores of f fᵀ for each layer in `names`."""
+def _gram_pass(params, spec, grid, x_pad, origins, live, names, padded=None):
+    """Σ over this device's tile cores of f fᵀ for each layer in `names`.
+
+    With `padded` masks (`_padded_masks`), Σ m_s f fᵀ for each style, (S, C, C).
+    """
+    styles = None if padded is None else _n_styles(padded)
 
     def body(acc, xs):
         o, lv = xs
         wins, masks = _windows(grid, x_pad, o, lv)
         feats = features(params, spec, wins, names, masks)
-        return {
-            n: acc[n] + losses.gram_sum(_core(grid, feats[n], layer_level(n))) for n in names
-        }, None
+        grams = _core_grams(spec, grid, feats, names, padded, o)
+        return {n: acc[n] + grams[n] for n in names}, None
 
-    return jax.lax.scan(body, _zeros_grams(spec, names), (origins, live))[0]
+    return jax.lax.scan(body, _zeros_grams(spec, names, styles), (origins, live))[0]
+
+
+def _n_styles(padded) -> int:
+    return next(iter(padded["style"].values())).shape[0]
 
 
 def tiled_grams(
@@ -283,29 +475,29 @@ def tiled_value_and_grad(
     """((loss, terms), gradient) of the whole-image objective, computed tile by tile."""
     grid = plan.grid
     counts = _counts(spec, grid.height, grid.width)
-    style_names = tuple(n for n, _ in spec.style_layers)
-    weights = spec.style_weights()
+    style_names = _style_names(spec)
 
     def fn(params, x, style_t, origins, live, content, axis):
         x_pad = grid.pad(x)
-        grams = _psum(_gram_pass(params, spec, grid, x_pad, origins, live, style_names), axis)
-        style = losses.style_loss_from_grams(grams, style_t, counts, weights)
-        cot = losses.style_gram_cotangents(grams, style_t, counts, weights)
+        padded = _padded_masks(spec, grid, style_t)
+        grams = _gram_pass(params, spec, grid, x_pad, origins, live, style_names, padded)
+        grams = _psum(grams, axis)
+        style = _style_value(spec, grams, style_t, counts)
+        cot = _style_cotangents(spec, grams, style_t, counts)
 
-        def surrogate(wins, masks, content):
+        def surrogate(wins, masks, content, o):
             feats = features(params, spec, wins, spec.outputs, masks)
-            s = sum(
-                jnp.sum(cot[n] * losses.gram_sum(_core(grid, feats[n], layer_level(n))))
-                for n in style_names
-            )
-            c, tv = _local_terms(spec, grid, wins, masks, feats, content, counts)
+            tile_grams = _core_grams(spec, grid, feats, style_names, padded, o)
+            s = sum(jnp.sum(cot[n] * tile_grams[n]) for n in style_names)
+            c_masks = _content_core_masks(spec, grid, padded, o)
+            c, tv = _local_terms(spec, grid, wins, masks, feats, content, counts, c_masks)
             return s + c + tv, (c, tv)
 
         def body(carry, xs):
             acc, c_sum, tv_sum = carry
             o, lv, content = xs
             wins, masks = _windows(grid, x_pad, o, lv)
-            g, (c, tv) = jax.grad(surrogate, has_aux=True)(wins, masks, content)
+            g, (c, tv) = jax.grad(surrogate, has_aux=True)(wins, masks, content, o)
             for i in range(o.shape[0]):
                 acc = add_window(acc, o[i], g[i])
             return (acc, c_sum + c, tv_sum + tv), None
@@ -318,7 +510,8 @@ def tiled_value_and_grad(
 
     origins, live = plan.batches()
     run = _distributed(fn, plan, 3, 3, P())
-    return run(params, x, targets["style"], origins, live, targets["content"])
+    style_t = _style_args(spec, targets, grid.height, grid.width)
+    return run(params, x, style_t, origins, live, targets["content"])
 
 
 def tiled_loss(
@@ -327,32 +520,34 @@ def tiled_loss(
     """The value alone (one forward pass over the tiles), e.g. for L-BFGS line searches."""
     grid = plan.grid
     counts = _counts(spec, grid.height, grid.width)
-    style_names = tuple(n for n, _ in spec.style_layers)
+    style_names = _style_names(spec)
 
     def fn(params, x, style_t, origins, live, content, axis):
         x_pad = grid.pad(x)
+        padded = _padded_masks(spec, grid, style_t)
+        styles = None if padded is None else _n_styles(padded)
 
         def body(carry, xs):
             grams, c_sum, tv_sum = carry
             o, lv, content = xs
             wins, masks = _windows(grid, x_pad, o, lv)
             feats = features(params, spec, wins, spec.outputs, masks)
-            grams = {
-                n: grams[n] + losses.gram_sum(_core(grid, feats[n], layer_level(n)))
-                for n in style_names
-            }
-            c, tv = _local_terms(spec, grid, wins, masks, feats, content, counts)
+            tile_grams = _core_grams(spec, grid, feats, style_names, padded, o)
+            grams = {n: grams[n] + tile_grams[n] for n in style_names}
+            c_masks = _content_core_masks(spec, grid, padded, o)
+            c, tv = _local_terms(spec, grid, wins, masks, feats, content, counts, c_masks)
             return (grams, c_sum + c, tv_sum + tv), None
 
-        init = (_zeros_grams(spec, style_names), jnp.float32(0.0), jnp.float32(0.0))
+        init = (_zeros_grams(spec, style_names, styles), jnp.float32(0.0), jnp.float32(0.0))
         (grams, content, tv), _ = jax.lax.scan(body, init, (origins, live, content))
         grams, content, tv = _psum((grams, content, tv), axis)
-        style = losses.style_loss_from_grams(grams, style_t, counts, spec.style_weights())
+        style = _style_value(spec, grams, style_t, counts)
         return content + style + tv, {"content": content, "style": style, "tv": tv}
 
     origins, live = plan.batches()
     run = _distributed(fn, plan, 3, 3, P())
-    return run(params, x, targets["style"], origins, live, targets["content"])
+    style_t = _style_args(spec, targets, grid.height, grid.width)
+    return run(params, x, style_t, origins, live, targets["content"])
 
 
 # ---------------------------------------------------------------- targets
