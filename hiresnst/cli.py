@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 from .checkpoint import Preempted
 from .config import MAX_SIZE, RenderConfig, parse_layers
 from .errors import UserError
+from .masks import parse_style_mask
 
 D = RenderConfig()  # the CLI's defaults are the API's
 PREVIEW_ABOVE = 4096  # outputs with a longer edge get a *.preview.jpg beside them
@@ -90,6 +91,23 @@ def render(
         None, help="Style layers with weights (default conv1_1…conv5_1 at 0.2 each)."
     ),
     pooling: str = typer.Option(D.pooling, help="avg or max pooling in VGG19."),
+    style_loss: str = typer.Option(
+        D.style_loss, help="gram (Gatys), mrf (neural patches, Li & Wand) or gram+mrf."
+    ),
+    mrf_weight: float = typer.Option(D.mrf_weight, help="Weight of the MRF (patch) loss."),
+    mrf_layers: str | None = typer.Option(
+        None, help="MRF layers with weights (default conv3_1:0.5,conv4_1:0.5)."
+    ),
+    mrf_patches: int = typer.Option(
+        D.mrf_patches, help="Style patches per MRF layer (a lattice over the style)."
+    ),
+    style_mask: list[str] | None = typer.Option(
+        None,
+        help="INDEX:MASK.png: style INDEX (from 0) only where the mask is white; repeatable.",
+    ),
+    content_mask: Path | None = typer.Option(
+        None, help="Mask over the content: white keeps the content, black frees it."
+    ),
     style_blend: str | None = typer.Option(None, help="Blend weights of the styles: 0.7,0.3."),
     style_scale: float = typer.Option(
         D.style_scale, help="Style image size relative to the output."
@@ -180,6 +198,12 @@ def render(
         method=method,
         style_strength=style_strength,
         pooling=pooling,
+        style_loss=style_loss,
+        mrf_weight=mrf_weight,
+        mrf_layers=parse_layers(mrf_layers, "--mrf-layers") if mrf_layers else D.mrf_layers,
+        mrf_patches=mrf_patches,
+        style_masks=tuple(parse_style_mask(t) for t in style_mask or ()),
+        content_mask=str(content_mask) if content_mask else None,
         content_layers=(
             parse_layers(content_layers, "--content-layers") if content_layers else D.content_layers
         ),

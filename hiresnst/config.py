@@ -13,6 +13,7 @@ from pathlib import Path
 from . import pyramid
 from .errors import UserError
 from .imageio import DEFAULT_MAX_PIXELS
+from .masks import check_style_mask_indices
 from .model import DEFAULT_WIDTHS, LAYERS
 from .objective import CONTENT_LAYERS, STYLE_LAYERS, LossSpec
 from .optimize import OPTIMIZERS
@@ -26,6 +27,8 @@ FITS = ("crop", "pad")
 STATES = ("auto", "device", "host")
 COLOR_MODES = (None, "luminance", "histogram")
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
+STYLE_LOSSES = ("gram", "mrf", "gram+mrf")
+MRF_LAYERS: tuple[tuple[str, float], ...] = (("conv3_1", 0.5), ("conv4_1", 0.5))
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,13 @@ class RenderConfig:
     state_dir: str | None = None
     method: str = "optimize"
     style_strength: float = 1.0
+    #: (style index from 0, mask path): where each style applies (white), over the content.
+    style_masks: tuple[tuple[int, str], ...] = ()
+    content_mask: str | None = None
+    style_loss: str = "gram"
+    mrf_layers: tuple[tuple[str, float], ...] = MRF_LAYERS
+    mrf_weight: float = 1e3
+    mrf_patches: int = 4096
 
     def output_hw(self, content_hw: tuple[int, int]) -> tuple[int, int]:
         """(H, W) of the output: width × height when given, else the content's aspect at
@@ -85,7 +95,14 @@ class RenderConfig:
             raise UserError(f"--seed must be an integer from 0 to {2**32 - 1}, got {self.seed}")
         if self.scales < 1 or self.scales > 12:
             raise UserError(f"--scales must be between 1 and 12, got {self.scales}")
-        for name in ("content_weight", "style_weight", "tv_weight", "learning_rate", "style_scale"):
+        for name in (
+            "content_weight",
+            "style_weight",
+            "tv_weight",
+            "learning_rate",
+            "style_scale",
+            "mrf_weight",
+        ):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 flag = "--" + name.replace("_", "-")
@@ -139,7 +156,8 @@ class RenderConfig:
             raise UserError(f"--devices must be ≥ 1, got {self.devices}")
         if self.tile_batch < 1:
             raise UserError(f"--tile-batch must be ≥ 1, got {self.tile_batch}")
-        for name, w in (*self.content_layers, *self.style_layers):
+        self._validate_style_loss(n_styles)
+        for name, w in (*self.content_layers, *self.style_layers, *self.mrf_layers):
             if name not in LAYERS or not name.startswith("conv"):
                 raise UserError(f"unknown layer {name!r}; use conv1_1 … conv5_4")
             if not math.isfinite(w) or w < 0:
@@ -155,10 +173,30 @@ class RenderConfig:
                 raise UserError("--style-blend weights must be ≥ 0 and not all 0")
         pyramid.steps_per_level(self.steps, self.scales)
 
+    def _validate_style_loss(self, n_styles: int) -> None:
+        if self.style_loss not in STYLE_LOSSES:
+            raise UserError(f"unknown --style-loss {self.style_loss!r}; use gram, mrf or gram+mrf")
+        if self.mrf_patches < 1:
+            raise UserError(f"--mrf-patches must be ≥ 1, got {self.mrf_patches}")
+        check_style_mask_indices(self.style_masks, n_styles)
+        if self.style_masks and "mrf" in self.style_loss:
+            raise UserError(
+                "--style-mask weights the Gram statistics; use it with --style-loss gram"
+            )
+        if self.state == "host" and (self.masked or "mrf" in self.style_loss):
+            raise UserError("--state host takes no masks and no MRF loss; use --state device")
+
+    @property
+    def masked(self) -> bool:
+        return bool(self.style_masks or self.content_mask)
+
     def loss_spec(self, widths: tuple[int, ...]) -> LossSpec:
         return LossSpec(
             content_layers=self.content_layers,
-            style_layers=self.style_layers,
+            style_layers=self.style_layers if "gram" in self.style_loss else (),
+            mrf_layers=self.mrf_layers if "mrf" in self.style_loss else (),
+            mrf_weight=self.mrf_weight,
+            masked=self.masked,
             content_weight=self.content_weight,
             style_weight=self.style_weight,
             tv_weight=self.tv_weight,

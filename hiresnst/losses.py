@@ -9,6 +9,9 @@ Normalisation (chosen so that weights do not depend on the image size):
 - content, per layer: Σ (F − P)² / (N_l · C_l), a mean squared error;
 - total variation: Σ over neighbouring pixel pairs of the squared difference / (H · W · 3).
 
+Neural patches (MRF, Li and Wand 2016), per layer: Σ_p ‖Ψ_p − Ψ_NN(p)‖² / (N'_l · 9 · C_l) over
+the N'_l positions whose 3×3 patch Ψ_p lies inside the image: a local sum, like the content term.
+
 Spatial masks (`masks.py`) weight the same sums per position: a style's Gram becomes
 Σ_p m(p) f(p) f(p)ᵀ with N = Σ_p m(p), and the content sum Σ_p m(p) ‖F(p) − P(p)‖².
 """
@@ -37,7 +40,7 @@ def style_loss_from_grams(
     layer_weights: dict[str, float],
 ) -> jax.Array:
     """Σ_l w_l ‖G_l/N_l − A_l‖² / C_l² from summed Grams G_l and normalised targets A_l."""
-    total = 0.0
+    total = jnp.float32(0.0)
     for name, w in layer_weights.items():
         g = grams[name] / counts[name]
         c = g.shape[-1]
@@ -130,7 +133,7 @@ def masked_style_loss(
 
     A style whose mask sums to 0 at a layer's level contributes 0 there.
     """
-    total = 0.0
+    total = jnp.float32(0.0)
     for name, w in layer_weights.items():
         ok, n = _safe_counts(counts[name])
         g = grams[name] / n[:, None, None]
@@ -163,3 +166,72 @@ def masked_content_sum(f: jax.Array, target: jax.Array, m: jax.Array) -> jax.Arr
     dtype = acc_dtype(f)
     d = f.astype(dtype) - target.astype(dtype)
     return jnp.sum(m.astype(dtype) * jnp.sum(d * d, axis=-1))
+
+
+# ------------------------------------------------------------------ neural patches (MRF)
+
+
+def patches3x3(f: jax.Array) -> jax.Array:
+    """(..., H, W, C) → (..., H, W, 9·C): each position's 3×3 neighbourhood, zeros beyond the
+    map's edge. One layout for the style's patch bank and the image's patches."""
+    pad = [(0, 0)] * (f.ndim - 3) + [(1, 1), (1, 1), (0, 0)]
+    fp = jnp.pad(f, pad)
+    h, w = f.shape[-3], f.shape[-2]
+    views = [fp[..., dy : dy + h, dx : dx + w, :] for dy in range(3) for dx in range(3)]
+    return jnp.concatenate(views, axis=-1)
+
+
+def interior(valid: jax.Array) -> jax.Array:
+    """(..., H, W, 1) in-image mask → positions whose whole 3×3 neighbourhood is in the image.
+
+    Li and Wand match only patches that lie wholly inside the image; a window's positions
+    beyond the image are 0 in `valid`, so this is the same set in a tile as in the whole image.
+    """
+    pad = [(0, 0)] * (valid.ndim - 3) + [(1, 1), (1, 1), (0, 0)]
+    window = (1,) * (valid.ndim - 3) + (3, 3, 1)
+    init = jnp.array(jnp.inf, valid.dtype)
+    return jax.lax.reduce_window(
+        jnp.pad(valid, pad), init, jax.lax.min, window, (1,) * valid.ndim, "VALID"
+    )
+
+
+def nearest_patches(q: jax.Array, bank: jax.Array, bank_ok: jax.Array) -> jax.Array:
+    """For patches q (M, D), the bank rows of highest normalised cross-correlation.
+
+    The bank comes in chunks, (n, chunk, D) with `bank_ok` (n, chunk) marking real rows
+    (padding rows never win); it is scanned a chunk at a time so that the M×chunk score matrix,
+    not M×K, bounds memory. ‖q‖ does not change which row wins, so only the bank is normalised.
+    """
+    n, chunk, _ = bank.shape
+    norms = jnp.sqrt(jnp.sum(jnp.square(bank.astype(jnp.float32)), axis=-1, keepdims=True))
+    hat = (bank / jnp.maximum(norms, 1e-12)).astype(q.dtype)
+
+    def body(carry, xs):
+        best, idx = carry
+        i, h, ok = xs
+        s = jnp.einsum("md,kd->mk", q, h, preferred_element_type=jnp.float32)
+        s = jnp.where(ok[None, :], s, -jnp.inf)
+        j = jnp.argmax(s, axis=1)
+        v = jnp.max(s, axis=1)
+        better = v > best
+        return (jnp.where(better, v, best), jnp.where(better, i * chunk + j, idx)), None
+
+    m = q.shape[0]
+    init = (jnp.full((m,), -jnp.inf, jnp.float32), jnp.zeros((m,), jnp.int32))
+    (_, idx), _ = jax.lax.scan(body, init, (jnp.arange(n), hat, bank_ok))
+    return jnp.take(bank.reshape(n * chunk, -1), idx, axis=0)
+
+
+def mrf_sum(q: jax.Array, inside: jax.Array, bank: jax.Array, bank_ok: jax.Array) -> jax.Array:
+    """Σ_p inside(p) ‖Ψ_p − Ψ_NN(p)‖² over patches q (..., 9·C) from `patches3x3`, in fp32
+    (Li and Wand 2016).
+
+    NN(p) is Ψ_p's nearest style patch by normalised cross-correlation. The match is held
+    constant (it is piecewise constant in the image), so the gradient pulls each patch towards
+    its match. `inside` (q's shape without the last axis) weights the positions.
+    """
+    flat = q.reshape(-1, q.shape[-1])
+    target = nearest_patches(jax.lax.stop_gradient(flat), bank, bank_ok)
+    dtype = acc_dtype(q)
+    d = flat.astype(dtype) - target.astype(dtype)
+    return jnp.sum(inside.reshape(-1).astype(dtype) * jnp.sum(d * d, axis=-1))

@@ -13,33 +13,13 @@ that level k of its pyramid lines up with the feature maps there.
   the normalisation is still the whole image's N·C.
 
 The objective (`objective.py`, `LossSpec.masked`) computes the same numbers tiled, sharded or
-untiled. `masked_targets` builds a level's targets. Wiring into the render:
-
-- config.py: `RenderConfig.style_masks: tuple[tuple[int, str], ...] = ()` ((style index from 0,
-  path)) and `content_mask: str | None = None`; in `validate(n_styles)` call
-  `check_style_mask_indices(self.style_masks, n_styles)` and refuse masks with `state="host"`;
-  `loss_spec` passes `masked=bool(self.style_masks or self.content_mask)` to `LossSpec`.
-- cli.py: `--style-mask INDEX:PATH` (`action="append"`, `type=parse_style_mask`) and
-  `--content-mask PATH`, into those two fields.
-- render.py: once, after `prepare_inputs` (in `render_with_info` and `make_objective`),
-  `style_masks = load_style_masks(config.style_masks, len(styles), config.max_input_pixels)`
-  and `content_mask = load_mask(config.content_mask, config.max_input_pixels)` when a content
-  mask is given (else None); `check_mask_aspect` against the content. `prepare_level` takes
-  both, and in its device branch, with `style_levels` the `style_l` of its loop (the styles
-  resized and replicated for the level; skip `_style_target_jit` there when masked):
-
-      if spec.masked:
-          level_targets = masked_targets(
-              params, spec, style_levels, style_masks, content_mask, hw, plan, blend,
-              content=content_l,
-          )
-
-  and `LevelProblem(hw, plan, level_targets, content_l)`. The host-resident branch
-  (streaming.py) has no masks: raise a UserError there when `spec.masked`.
+untiled; `masked_targets` builds a level's targets. Masks weight Gram statistics: the MRF loss
+(`--style-loss mrf`) and host-resident state do not take them (refused with a message).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Sequence
@@ -50,7 +30,8 @@ import numpy as np
 
 from . import imageio
 from .errors import UserError
-from .objective import LossSpec, TiledPlan, content_target, make_plan, style_target
+from .objective import LossSpec, TiledPlan, content_target_jit, make_plan, style_target_jit
+from .printsize import FitPlan, apply_fit
 from .sharding import replicate
 
 MaskLike = np.ndarray | jax.Array
@@ -184,10 +165,6 @@ def stack_masked_targets(
     }
 
 
-_style_target_jit = jax.jit(style_target, static_argnums=(1, 3))
-_content_target_jit = jax.jit(content_target, static_argnums=(1, 3))
-
-
 def masked_targets(
     params: dict,
     spec: LossSpec,
@@ -220,8 +197,16 @@ def masked_targets(
             if plan is None
             else make_plan(*np.shape(s)[:2], spec, plan.grid.tile, None, plan.batch, mesh)
         )
-        per_style.append(_style_target_jit(params, spec, s, s_plan))
-    content_t = _content_target_jit(params, spec, content, plan)
+        per_style.append(style_target_jit(params, spec, s, s_plan))
+    content_t = content_target_jit(params, spec, content, plan)
     return stack_masked_targets(
         spec, per_style, style_masks, content_mask, hw, blend, content_t, mesh
     )
+
+
+def fit_mask(mask: MaskLike, fit: FitPlan) -> np.ndarray:
+    """A mask drawn over the content, given the content's crop or pad (`printsize.apply_fit`):
+    resized to the content first, then cropped or padded the same way (padding is white, so
+    a style applies to the margin as it does to the rest)."""
+    full = np.asarray(resize_mask(mask, fit.content_hw))[..., None]
+    return apply_fit(full, dataclasses.replace(fit, pad_value=1.0))[..., 0]

@@ -32,6 +32,7 @@ from jax.sharding import PartitionSpec as P
 
 from . import losses
 from .model import LAYERS, VGG19, deepest, exact_halo, layer_level
+from .sharding import host_array
 from .tiling import (
     TileGrid,
     add_window,
@@ -39,6 +40,7 @@ from .tiling import (
     extract,
     make_grid,
     pooled_sizes,
+    round_up,
     valid_masks,
 )
 
@@ -71,11 +73,14 @@ class LossSpec:
     #: Spatial masks: style Grams and the content term are weighted by the mask pyramids in the
     #: targets (see `Targets`). False keeps the unmasked targets and computation.
     masked: bool = False
+    #: Neural-patch (MRF) layers with weights; empty = no MRF term. See `mrf_target`.
+    mrf_layers: tuple[tuple[str, float], ...] = ()
+    mrf_weight: float = 1.0
 
     @property
     def outputs(self) -> tuple[str, ...]:
-        names = {n for n, _ in self.content_layers} | {n for n, _ in self.style_layers}
-        return tuple(sorted(names, key=LAYERS.index))
+        layers = (*self.content_layers, *self.style_layers, *self.mrf_layers)
+        return tuple(sorted({n for n, _ in layers}, key=LAYERS.index))
 
     @property
     def levels(self) -> int:
@@ -84,7 +89,12 @@ class LossSpec:
 
     @property
     def halo(self) -> int:
-        return exact_halo(deepest(self.outputs))
+        """`exact_halo` of the deepest layer; an MRF layer needs one more position at its
+        level, since a core position's 3×3 patch reaches one position into the halo."""
+        need = exact_halo(deepest(self.outputs))
+        for name, _ in self.mrf_layers:
+            need = max(need, exact_halo(name) + 2 ** layer_level(name))
+        return round_up(need, 2**self.levels)
 
     def model(self) -> VGG19:
         return VGG19(widths=self.widths, pooling=self.pooling, dtype=jnp.dtype(self.dtype))
@@ -132,6 +142,32 @@ def _content_term(
             s = losses.masked_content_sum(f, targets[name], masks[name])
         total = total + w * s / (counts[name] * f.shape[-1])
     return spec.content_weight * total
+
+
+def _mrf_counts(spec: LossSpec, height: int, width: int) -> dict[str, int]:
+    """Positions of each MRF layer whose 3×3 patch lies inside the whole image."""
+    hs, ws = pooled_sizes(height, spec.levels), pooled_sizes(width, spec.levels)
+    return {
+        n: max(hs[layer_level(n)] - 2, 0) * max(ws[layer_level(n)] - 2, 0)
+        for n, _ in spec.mrf_layers
+    }
+
+
+def _mrf_term(
+    spec: LossSpec,
+    patches: dict[str, jax.Array],
+    inside: dict[str, jax.Array],
+    mrf_t: dict,
+    counts: dict[str, int],
+) -> jax.Array:
+    """MRF loss from each layer's 3×3 patches (`losses.patches3x3`) at the positions counted."""
+    total = jnp.float32(0.0)
+    for name, w in spec.mrf_layers:
+        if counts[name] == 0:  # the image is too small for a whole patch at this layer
+            continue
+        s = losses.mrf_sum(patches[name], inside[name], *mrf_t[name])
+        total = total + w * s / (counts[name] * patches[name].shape[-1])
+    return spec.mrf_weight * total
 
 
 # ---------------------------------------------------------------- masks
@@ -222,6 +258,7 @@ def _padded_masks(spec: LossSpec, grid: TileGrid, style_t):
         return None
     cm = style_t["content_mask"]
     return {
+        "n_styles": style_t["blend"].shape[0],
         "style": {
             k: _pad_level(grid, style_t["masks"][k], k)
             for k in {layer_level(n) for n in _style_names(spec)}
@@ -295,8 +332,17 @@ def untiled_loss(
     style = _style_value(spec, grams, style_t, counts)
     content = _content_term(spec, feats, targets["content"], counts, c_masks)
     tv = spec.tv_weight * losses.tv_sum(x) / (h * w * 3)
-    terms = {"content": content, "style": style, "tv": tv}
-    return content + style + tv, terms
+    if spec.mrf_layers:
+        patches = {n: losses.patches3x3(feats[n]) for n, _ in spec.mrf_layers}
+        inside = {
+            n: losses.interior(jnp.ones((*feats[n].shape[:3], 1), jnp.float32))[..., 0]
+            for n, _ in spec.mrf_layers
+        }
+        mrf = _mrf_term(spec, patches, inside, targets["mrf"], _mrf_counts(spec, h, w))
+        local = (content, tv, mrf)
+    else:
+        local = (content, tv, jnp.float32(0.0))
+    return _whole_terms(spec, style, local)
 
 
 # ---------------------------------------------------------------- tiled
@@ -337,11 +383,25 @@ def _local_terms(
     content: dict[str, jax.Array],
     counts: dict[str, int],
     content_masks: dict[str, jax.Array] | None = None,
-) -> tuple[jax.Array, jax.Array]:
+    mrf_t: dict | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The tile cores' content, TV and MRF terms: sums of local terms, no whole-image pass.
+
+    A core position's 3×3 MRF patch reaches one position into the halo, which `LossSpec.halo`
+    leaves room for; `interior` of the in-image masks keeps the whole image's patch set.
+    """
     core = {n: _core(grid, feats[n], layer_level(n)) for n, _ in spec.content_layers}
     c = _content_term(spec, core, content, counts, content_masks)
     tv = spec.tv_weight * _tv_core(grid, wins, masks[0]) / (grid.height * grid.width * 3)
-    return c, tv
+    mrf = jnp.float32(0.0)
+    if spec.mrf_layers:
+        patches, inside = {}, {}
+        for n, _ in spec.mrf_layers:
+            k = layer_level(n)
+            patches[n] = _core(grid, losses.patches3x3(feats[n]), k)
+            inside[n] = _core(grid, losses.interior(masks[k]), k)[..., 0]
+        mrf = _mrf_term(spec, patches, inside, mrf_t, _mrf_counts(spec, grid.height, grid.width))
+    return c, tv, mrf
 
 
 AXIS = "tiles"
@@ -412,6 +472,8 @@ def _gram_pass(params, spec, grid, x_pad, origins, live, names, padded=None):
 
     With `padded` masks (`_padded_masks`), Σ m_s f fᵀ for each style, (S, C, C).
     """
+    if not names:  # MRF alone: no whole-image pass
+        return {}
     styles = None if padded is None else _n_styles(padded)
 
     def body(acc, xs):
@@ -425,7 +487,7 @@ def _gram_pass(params, spec, grid, x_pad, origins, live, names, padded=None):
 
 
 def _n_styles(padded) -> int:
-    return next(iter(padded["style"].values())).shape[0]
+    return padded["n_styles"]
 
 
 def tiled_grams(
@@ -469,6 +531,23 @@ def tiled_core_features(
     return _distributed(fn, plan, 2, 2, P(AXIS))(params, x, origins, live)
 
 
+def _zero_local() -> tuple[jax.Array, jax.Array, jax.Array]:
+    return (jnp.float32(0.0),) * 3
+
+
+def _whole_terms(spec: LossSpec, style: jax.Array, local) -> tuple[jax.Array, dict]:
+    """(loss, terms) from the style term and the summed local (content, tv, mrf) terms."""
+    content, tv, mrf = local
+    terms = {"content": content, "style": style, "tv": tv}
+    if spec.mrf_layers:
+        terms["mrf"] = mrf
+    return sum(terms.values()), terms
+
+
+def _add(a: tuple, b: tuple) -> tuple:
+    return tuple(x + y for x, y in zip(a, b, strict=True))
+
+
 def tiled_value_and_grad(
     params: Params, x: jax.Array, targets: Targets, spec: LossSpec, plan: TiledPlan
 ) -> tuple[tuple[jax.Array, dict[str, jax.Array]], jax.Array]:
@@ -477,7 +556,7 @@ def tiled_value_and_grad(
     counts = _counts(spec, grid.height, grid.width)
     style_names = _style_names(spec)
 
-    def fn(params, x, style_t, origins, live, content, axis):
+    def fn(params, x, style_t, mrf_t, origins, live, content, axis):
         x_pad = grid.pad(x)
         padded = _padded_masks(spec, grid, style_t)
         grams = _gram_pass(params, spec, grid, x_pad, origins, live, style_names, padded)
@@ -490,28 +569,27 @@ def tiled_value_and_grad(
             tile_grams = _core_grams(spec, grid, feats, style_names, padded, o)
             s = sum(jnp.sum(cot[n] * tile_grams[n]) for n in style_names)
             c_masks = _content_core_masks(spec, grid, padded, o)
-            c, tv = _local_terms(spec, grid, wins, masks, feats, content, counts, c_masks)
-            return s + c + tv, (c, tv)
+            local = _local_terms(spec, grid, wins, masks, feats, content, counts, c_masks, mrf_t)
+            return s + sum(local), local
 
         def body(carry, xs):
-            acc, c_sum, tv_sum = carry
+            acc, local_sum = carry
             o, lv, content = xs
             wins, masks = _windows(grid, x_pad, o, lv)
-            g, (c, tv) = jax.grad(surrogate, has_aux=True)(wins, masks, content, o)
+            g, local = jax.grad(surrogate, has_aux=True)(wins, masks, content, o)
             for i in range(o.shape[0]):
                 acc = add_window(acc, o[i], g[i])
-            return (acc, c_sum + c, tv_sum + tv), None
+            return (acc, _add(local_sum, local)), None
 
-        init = (jnp.zeros_like(x_pad), jnp.float32(0.0), jnp.float32(0.0))
-        (grad_pad, content, tv), _ = jax.lax.scan(body, init, (origins, live, content))
-        grad_pad, content, tv = _psum((grad_pad, content, tv), axis)
-        terms = {"content": content, "style": style, "tv": tv}
-        return (content + style + tv, terms), grid.unpad(grad_pad)
+        init = (jnp.zeros_like(x_pad), _zero_local())
+        (grad_pad, local), _ = jax.lax.scan(body, init, (origins, live, content))
+        grad_pad, local = _psum((grad_pad, local), axis)
+        return _whole_terms(spec, style, local), grid.unpad(grad_pad)
 
     origins, live = plan.batches()
-    run = _distributed(fn, plan, 3, 3, P())
+    run = _distributed(fn, plan, 4, 3, P())
     style_t = _style_args(spec, targets, grid.height, grid.width)
-    return run(params, x, style_t, origins, live, targets["content"])
+    return run(params, x, style_t, targets.get("mrf"), origins, live, targets["content"])
 
 
 def tiled_loss(
@@ -522,32 +600,31 @@ def tiled_loss(
     counts = _counts(spec, grid.height, grid.width)
     style_names = _style_names(spec)
 
-    def fn(params, x, style_t, origins, live, content, axis):
+    def fn(params, x, style_t, mrf_t, origins, live, content, axis):
         x_pad = grid.pad(x)
         padded = _padded_masks(spec, grid, style_t)
         styles = None if padded is None else _n_styles(padded)
 
         def body(carry, xs):
-            grams, c_sum, tv_sum = carry
+            grams, local_sum = carry
             o, lv, content = xs
             wins, masks = _windows(grid, x_pad, o, lv)
             feats = features(params, spec, wins, spec.outputs, masks)
             tile_grams = _core_grams(spec, grid, feats, style_names, padded, o)
             grams = {n: grams[n] + tile_grams[n] for n in style_names}
             c_masks = _content_core_masks(spec, grid, padded, o)
-            c, tv = _local_terms(spec, grid, wins, masks, feats, content, counts, c_masks)
-            return (grams, c_sum + c, tv_sum + tv), None
+            local = _local_terms(spec, grid, wins, masks, feats, content, counts, c_masks, mrf_t)
+            return (grams, _add(local_sum, local)), None
 
-        init = (_zeros_grams(spec, style_names, styles), jnp.float32(0.0), jnp.float32(0.0))
-        (grams, content, tv), _ = jax.lax.scan(body, init, (origins, live, content))
-        grams, content, tv = _psum((grams, content, tv), axis)
-        style = _style_value(spec, grams, style_t, counts)
-        return content + style + tv, {"content": content, "style": style, "tv": tv}
+        init = (_zeros_grams(spec, style_names, styles), _zero_local())
+        (grams, local), _ = jax.lax.scan(body, init, (origins, live, content))
+        grams, local = _psum((grams, local), axis)
+        return _whole_terms(spec, _style_value(spec, grams, style_t, counts), local)
 
     origins, live = plan.batches()
-    run = _distributed(fn, plan, 3, 3, P())
+    run = _distributed(fn, plan, 4, 3, P())
     style_t = _style_args(spec, targets, grid.height, grid.width)
-    return run(params, x, style_t, origins, live, targets["content"])
+    return run(params, x, style_t, targets.get("mrf"), origins, live, targets["content"])
 
 
 # ---------------------------------------------------------------- targets
@@ -558,6 +635,8 @@ def style_target(
 ) -> dict[str, jax.Array]:
     """A_l = G_l / N_l of one style image (tiled when a plan is given, for large styles)."""
     names = tuple(n for n, _ in spec.style_layers)
+    if not names:  # MRF alone: no Gram term
+        return {}
     counts = _counts(spec, *style.shape[:2])
     if plan is None:
         feats = features(params, spec, style[None], names)
@@ -565,6 +644,88 @@ def style_target(
     else:
         grams = tiled_grams(params, spec, plan, style, names)
     return {n: grams[n] / counts[n] for n in names}
+
+
+#: Rows of an MRF patch bank scanned at once (see `losses.nearest_patches`).
+MRF_CHUNK = 1024
+
+
+def mrf_target(
+    params: Params,
+    spec: LossSpec,
+    styles: list[np.ndarray],
+    blend: list[float],
+    max_patches: int,
+    tile: int | None = None,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each MRF layer's patch bank: (bank (n, chunk, 9·C), ok (n, chunk)) for `losses.mrf_sum`.
+
+    The 3×3 patches lying wholly inside each style (weights > 0 in `blend`) at the positions of
+    a regular lattice, its stride the smallest that keeps a style's share of `max_patches`;
+    every style's share is equal. Features come from one forward pass over the style, or tile
+    by tile (`tile`, on this process's device) for styles too large for one; host arrays out.
+    """
+    used = [s for s, w in zip(styles, blend, strict=True) if w > 0]
+    names = tuple(n for n, _ in spec.mrf_layers)
+    share = max(1, max_patches // len(used))
+    banks: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    local = jax.tree_util.tree_map(host_array, params)
+    for style in used:
+        for n, f in _host_features(local, spec, np.asarray(style, np.float32), names, tile).items():
+            banks[n].append(_lattice_patches(f, share))
+    out = {}
+    for n in names:
+        bank = np.concatenate(banks[n])
+        chunk = min(MRF_CHUNK, len(bank))
+        rows = round_up(len(bank), chunk)
+        ok = np.arange(rows) < len(bank)
+        bank = np.concatenate([bank, np.zeros((rows - len(bank), bank.shape[1]), bank.dtype)])
+        out[n] = (bank.reshape(rows // chunk, chunk, -1), ok.reshape(rows // chunk, chunk))
+    return out
+
+
+def _host_features(
+    params: Params, spec: LossSpec, image: np.ndarray, names: tuple[str, ...], tile: int | None
+) -> dict[str, np.ndarray]:
+    """Whole feature maps (H_k, W_k, C) of one image, untiled or stitched from tile cores."""
+    if tile is None:
+        feats = _features_jit(params, spec, jnp.asarray(image)[None], names)
+        return {n: np.asarray(feats[n][0]) for n in names}
+    plan = make_plan(*image.shape[:2], spec, tile, None, 1)
+    cores = _core_features_jit(params, spec, plan, jnp.asarray(image), names)
+    origins, live = plan.batches()
+    grid = plan.grid
+    out = {}
+    for n in names:
+        k, t = layer_level(n), grid.tile >> layer_level(n)
+        c = np.asarray(cores[n]).reshape(-1, t, t, feats_width(spec, n))
+        canvas = np.zeros((grid.ny * t, grid.nx * t, c.shape[-1]), c.dtype)
+        for o, alive, core in zip(origins.reshape(-1, 2), live.reshape(-1), c, strict=True):
+            if alive:
+                y, x = (int(o[0]) >> k), (int(o[1]) >> k)
+                canvas[y : y + t, x : x + t] = core
+        hs, ws = pooled_sizes(grid.height, spec.levels), pooled_sizes(grid.width, spec.levels)
+        out[n] = canvas[: hs[k], : ws[k]]
+    return out
+
+
+def _lattice_patches(f: np.ndarray, max_patches: int) -> np.ndarray:
+    """(K, 9·C) 3×3 patches of an (H, W, C) map, centred on a lattice over its interior."""
+    h, w = f.shape[0] - 2, f.shape[1] - 2
+    if h < 1 or w < 1:
+        return np.zeros((0, 9 * f.shape[-1]), f.dtype)
+    stride = 1
+    while -(-h // stride) * -(-w // stride) > max_patches:
+        stride += 1
+    patches = np.asarray(losses.patches3x3(jnp.asarray(f)))
+    return patches[1 : h + 1 : stride, 1 : w + 1 : stride].reshape(-1, patches.shape[-1])
+
+
+_features_jit = jax.jit(features, static_argnums=(1, 3))
+_core_features_jit = jax.jit(
+    lambda params, spec, plan, x, names: tiled_core_features(params, spec, plan, x, names),
+    static_argnums=(1, 2, 4),
+)
 
 
 def content_target(
@@ -575,6 +736,10 @@ def content_target(
     if plan is None:
         return features(params, spec, content[None], names)
     return tiled_core_features(params, spec, plan, content, names)
+
+
+style_target_jit = jax.jit(style_target, static_argnums=(1, 3))
+content_target_jit = jax.jit(content_target, static_argnums=(1, 3))
 
 
 def blend_style_targets(

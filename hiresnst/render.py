@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from . import color, imageio, pyramid
+from . import color, imageio, masks, pyramid
 from .checkpoint import (
     Checkpointer,
     CheckpointOptions,
@@ -39,10 +39,11 @@ from .objective import (
     TiledPlan,
     _counts,
     blend_style_targets,
-    content_target,
+    content_target_jit,
     make_loss_fn,
     make_plan,
-    style_target,
+    mrf_target,
+    style_target_jit,
 )
 from .optimize import Step, make_optimizer, make_step
 from .printsize import apply_fit, fit_to_print
@@ -124,26 +125,49 @@ def _load(image: ImageLike, max_pixels: int | None = imageio.DEFAULT_MAX_PIXELS)
     return np.clip(arr, 0.0, 1.0)
 
 
-def prepare_inputs(
-    content: ImageLike, styles: Sequence[ImageLike], config: RenderConfig, keep: bool = False
-) -> tuple[np.ndarray | None, np.ndarray, list[np.ndarray]]:
-    """Load the images, fit the content to an explicit output aspect (crop or pad, at its own
-    resolution), and apply colour preservation. Returns (the fitted content before colour
-    changes if `keep`, the content to render, the styles to render)."""
+@dataclass
+class Inputs:
+    """The loaded inputs of a render, fitted to the output's framing."""
+
+    original: np.ndarray  # the fitted content before colour changes
+    content: np.ndarray  # the content to render
+    styles: list[np.ndarray]
+    style_masks: list[np.ndarray | None]  # one per style, on the content's framing; None = white
+    content_mask: np.ndarray | None
+
+
+def prepare_inputs(content: ImageLike, styles: Sequence[ImageLike], config: RenderConfig) -> Inputs:
+    """Load the images and masks, fit the content (and the masks drawn over it) to an explicit
+    output aspect (crop or pad, at the content's own resolution), and apply colour
+    preservation."""
     content_img = _load(content, config.max_input_pixels)
     style_imgs = [_load(s, config.max_input_pixels) for s in styles]
+    style_masks = masks.load_style_masks(config.style_masks, len(styles), config.max_input_pixels)
+    content_mask = (
+        None
+        if config.content_mask is None
+        else masks.load_mask(config.content_mask, config.max_input_pixels)
+    )
+    for i, m in enumerate(style_masks):
+        if m is not None:
+            masks.check_mask_aspect(m, content_img.shape[:2], f"the mask of style {i}")
+    if content_mask is not None:
+        masks.check_mask_aspect(content_mask, content_img.shape[:2], "--content-mask")
     if config.width is not None and config.height is not None:
         ch, cw = content_img.shape[:2]
         k = (max if config.fit == "pad" else min)(ch / config.height, cw / config.width)
         native = (max(1, round(config.width * k)), max(1, round(config.height * k)))
-        content_img = apply_fit(content_img, fit_to_print((ch, cw), native, config.fit))
-    original = content_img if keep else None
+        fit = fit_to_print((ch, cw), native, config.fit)
+        content_img = apply_fit(content_img, fit)
+        style_masks = [None if m is None else masks.fit_mask(m, fit) for m in style_masks]
+        content_mask = None if content_mask is None else masks.fit_mask(content_mask, fit)
+    original = content_img
     if config.preserve_colors == "luminance":
         style_imgs = [color.match_luminance(s, content_img) for s in style_imgs]
         content_img = color.to_luminance_rgb(content_img)
     elif config.preserve_colors == "histogram":
         style_imgs = [color.match_color(s, content_img, "histogram") for s in style_imgs]
-    return original, content_img, style_imgs
+    return Inputs(original, content_img, style_imgs, style_masks, content_mask)
 
 
 def device_memory_bytes() -> int:
@@ -236,16 +260,22 @@ def prepare_level(
     params: dict,
     spec: LossSpec,
     config: RenderConfig,
-    content: np.ndarray,
-    styles: Sequence[np.ndarray],
+    inputs: Inputs,
     hw: tuple[int, int],
     mesh: Mesh | None = None,
 ) -> LevelProblem:
     """Resize the inputs for a level and compute its (possibly tiled) targets."""
     long_edge = max(hw)
     _check_size(hw, "the image at this level", spec)
+    styles = inputs.styles
     blend = list(config.style_blend) if config.style_blend else [1.0] * len(styles)
     if use_host_state(hw, config):
+        if spec.masked or spec.mrf_layers:
+            raise UserError(
+                f"this level ({hw[1]}×{hw[0]} px) needs host-resident state, which has no "
+                "masks or MRF loss; render smaller, or drop --style-mask/--content-mask/"
+                "--style-loss mrf"
+            )
         plan = choose_plan(hw, spec, config, None, force_tiles=True)
         targets = []
         for s in styles:
@@ -256,10 +286,11 @@ def prepare_level(
             counts = {n: v for n, v in _counts(spec, *shw).items() if n in grams}
             targets.append({n: grams[n] / counts[n] for n in grams})
         style_t = blend_style_targets(targets, blend)
-        return LevelProblem(hw, plan, {"style": style_t}, host_resize(content, hw), host=True)
+        content_h = host_resize(inputs.content, hw)
+        return LevelProblem(hw, plan, {"style": style_t}, content_h, host=True)
     plan = choose_plan(hw, spec, config, mesh)
-    content_l = replicate(pyramid.resize(content, hw), mesh)
-    targets = []
+    content_l = replicate(pyramid.resize(inputs.content, hw), mesh)
+    per_style, style_levels = [], []
     for s in styles:
         shw = _style_hw(s, long_edge, config.style_scale)
         _check_size(shw, "a resized style image", spec)
@@ -267,20 +298,26 @@ def prepare_level(
             None if plan is None else make_plan(*shw, spec, plan.grid.tile, None, plan.batch, mesh)
         )
         style_l = replicate(pyramid.resize(s, shw), mesh)
-        targets.append(_style_target_jit(params, spec, style_l, s_plan))
-    return LevelProblem(
-        hw=hw,
-        plan=plan,
-        targets={
-            "style": blend_style_targets(targets, blend),
-            "content": _content_target_jit(params, spec, content_l, plan),
-        },
-        content=content_l,
-    )
-
-
-_style_target_jit = jax.jit(style_target, static_argnums=(1, 3))
-_content_target_jit = jax.jit(content_target, static_argnums=(1, 3))
+        style_levels.append(style_l)
+        per_style.append(style_target_jit(params, spec, style_l, s_plan))
+    content_t = content_target_jit(params, spec, content_l, plan)
+    if spec.masked:
+        targets = masks.stack_masked_targets(
+            spec, per_style, inputs.style_masks, inputs.content_mask, hw, blend, content_t, mesh
+        )
+    else:
+        targets = {"style": blend_style_targets(per_style, blend), "content": content_t}
+    if spec.mrf_layers:
+        banks = mrf_target(
+            params,
+            spec,
+            [host_array(s) for s in style_levels],
+            blend,
+            config.mrf_patches,
+            None if plan is None else plan.grid.tile,
+        )
+        targets["mrf"] = replicate(banks, mesh)
+    return LevelProblem(hw=hw, plan=plan, targets=targets, content=content_l)
 
 
 def make_objective(
@@ -297,9 +334,9 @@ def make_objective(
     params, _ = resolve_weights(config.weights, config.seed, widths=config.widths)
     spec = config.loss_spec(widths_of(params))
     params = replicate(params, mesh)
-    _, content_img, style_imgs = prepare_inputs(content, styles, config)
-    hw = config.output_hw(content_img.shape[:2])
-    problem = prepare_level(params, spec, config, content_img, style_imgs, hw, mesh)
+    inputs = prepare_inputs(content, styles, config)
+    hw = config.output_hw(inputs.content.shape[:2])
+    problem = prepare_level(params, spec, config, inputs, hw, mesh)
     loss_fn = make_loss_fn(spec, problem.plan)
     vg = jax.jit(jax.value_and_grad(lambda x: loss_fn(params, x, problem.targets)[0]))
 
@@ -461,7 +498,8 @@ def render_with_info(
     if not styles:
         raise UserError("give at least one style image")
     config.validate(len(styles))
-    original_content, content_img, style_imgs = prepare_inputs(content, styles, config, keep=True)
+    inputs = prepare_inputs(content, styles, config)
+    original_content, content_img, style_imgs = inputs.original, inputs.content, inputs.styles
     if config.method == "fast":
         return _render_fast(original_content, content_img, style_imgs, config, t_start)
     init = resolve_init(config)
@@ -481,6 +519,10 @@ def render_with_info(
             **{k: v for k, v in dataclasses.asdict(config).items() if k != "devices"},
             "content": array_sha256(content_img),
             "styles": [array_sha256(s) for s in style_imgs],
+            "masks": [
+                None if m is None else array_sha256(m)
+                for m in (*inputs.style_masks, inputs.content_mask)
+            ],
             "weights": weights_meta,
         }
         ckpt = Checkpointer(checkpoint, fingerprint)
@@ -495,7 +537,7 @@ def render_with_info(
                 continue
             t_level = time.perf_counter()
             hw = pyramid.output_shape(final_hw, long_edge)
-            problem = prepare_level(params, spec, config, content_img, style_imgs, hw, mesh)
+            problem = prepare_level(params, spec, config, inputs, hw, mesh)
             tiles = problem.plan.grid.count if problem.plan else 1
             resume = saved if saved and li == saved.level else None
             first = resume.step if resume else 0

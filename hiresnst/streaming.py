@@ -126,7 +126,7 @@ def _grad_batch(params, spec: LossSpec, grid: TileGrid, wins, content_wins, orig
             jnp.sum(cot[n] * losses.gram_sum(_core(grid, feats[n], int(n[4]) - 1)))
             for n in style_names
         )
-        c, tv = _local_terms(spec, grid, w, masks, feats, targets, counts)
+        c, tv, _ = _local_terms(spec, grid, w, masks, feats, targets, counts)  # no MRF here
         return s + c + tv, (c, tv)
 
     g, (c, tv) = jax.grad(surrogate, has_aux=True)(wins)

@@ -293,6 +293,52 @@ def style_blend_all_zero(ws):
     return run_args(ws, "--style-blend", "0,0", styles=[ws.style, ws.style])
 
 
+@case(r"--style-mask takes INDEX:PATH")
+def style_mask_without_index(ws):
+    return run_args(ws, "--style-mask", str(ws.content))
+
+
+@case(r"--style-mask 2:.*there are 1 styles")
+def style_mask_index_out_of_range(ws):
+    return run_args(ws, "--style-mask", f"2:{ws.content}")
+
+
+@case(r"mask\.png: no such file")
+def style_mask_missing(ws):
+    return run_args(ws, "--style-mask", f"0:{ws.file('mask.png')}")
+
+
+@case("must have the content's aspect ratio")
+def style_mask_wrong_aspect(ws):
+    return run_args(ws, "--style-mask", f"0:{B.rgb_png(ws.file('tall.png'), 20, 40)}")
+
+
+@case("corrupt or truncated image")
+def content_mask_truncated(ws):
+    mask = B.truncated(ws.file("cut.png"), B.rgb_png, w=64, h=64)
+    return run_args(ws, "--content-mask", str(mask))
+
+
+@case("--style-mask weights the Gram statistics")
+def style_mask_with_mrf(ws):
+    return run_args(ws, "--style-mask", f"0:{ws.content}", "--style-loss", "mrf")
+
+
+@case("unknown --style-loss")
+def unknown_style_loss(ws):
+    return run_args(ws, "--style-loss", "patches")
+
+
+@case(r"--mrf-patches must be ≥ 1")
+def mrf_patches_zero(ws):
+    return run_args(ws, "--style-loss", "mrf", "--mrf-patches", "0")
+
+
+@case(r"--mrf-weight must be a finite number")
+def mrf_weight_nan(ws):
+    return run_args(ws, "--style-loss", "gram+mrf", "--mrf-weight", "nan")
+
+
 @case(r"--tile must be ≥ 0")
 def tile_negative(ws):
     return run_args(ws, "--tile", "-1")
