@@ -94,7 +94,9 @@ def render(
     style_loss: str = typer.Option(
         D.style_loss, help="gram (Gatys), mrf (neural patches, Li & Wand) or gram+mrf."
     ),
-    mrf_weight: float = typer.Option(D.mrf_weight, help="Weight of the MRF (patch) loss."),
+    mrf_weight: float | None = typer.Option(
+        None, help="Weight of the MRF (patch) loss (default 0.5 for mrf, 3e4 for gram+mrf)."
+    ),
     mrf_layers: str | None = typer.Option(
         None, help="MRF layers with weights (default conv3_1:0.5,conv4_1:0.5)."
     ),

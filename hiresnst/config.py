@@ -29,6 +29,10 @@ COLOR_MODES = (None, "luminance", "histogram")
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
 STYLE_LOSSES = ("gram", "mrf", "gram+mrf")
 MRF_LAYERS: tuple[tuple[str, float], ...] = (("conv3_1", 0.5), ("conv4_1", 0.5))
+#: Default MRF weight per --style-loss. Alone, the patch term outweighs the content term at
+#: much lower weights than beside the Gram term, whose gradient is ~1e5 times the patch term's
+#: at the start (random VGG19 at 256 px; see the README's MRF examples).
+MRF_WEIGHTS = {"mrf": 0.5, "gram+mrf": 3e4}
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ class RenderConfig:
     content_mask: str | None = None
     style_loss: str = "gram"
     mrf_layers: tuple[tuple[str, float], ...] = MRF_LAYERS
-    mrf_weight: float = 1e3
+    mrf_weight: float | None = None  # None: MRF_WEIGHTS[style_loss]
     mrf_patches: int = 4096
 
     def output_hw(self, content_hw: tuple[int, int]) -> tuple[int, int]:
@@ -104,7 +108,7 @@ class RenderConfig:
             "mrf_weight",
         ):
             value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
+            if value is not None and (not math.isfinite(value) or value < 0):
                 flag = "--" + name.replace("_", "-")
                 raise UserError(f"{flag} must be a finite number ≥ 0, got {value}")
         if self.learning_rate == 0 or self.style_scale == 0:
@@ -195,7 +199,9 @@ class RenderConfig:
             content_layers=self.content_layers,
             style_layers=self.style_layers if "gram" in self.style_loss else (),
             mrf_layers=self.mrf_layers if "mrf" in self.style_loss else (),
-            mrf_weight=self.mrf_weight,
+            mrf_weight=MRF_WEIGHTS.get(self.style_loss, 0.0)
+            if self.mrf_weight is None
+            else self.mrf_weight,
             masked=self.masked,
             content_weight=self.content_weight,
             style_weight=self.style_weight,
