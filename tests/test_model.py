@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -117,3 +118,25 @@ def test_forward_matches_independent_numpy_network(rng, pooling):
         assert got.shape == ref[name].shape, name
         rel = np.abs(got - ref[name]).max() / max(np.abs(ref[name]).max(), 1e-12)
         assert rel <= 1e-5, (name, rel)
+
+
+def test_conv3x3_gradients_equal_autodiffs():
+    """The hand-written input gradient (a forward conv with the flipped, transposed kernel)
+    and the kernel gradient equal autodiff's of the plain conv."""
+    from hiresnst.model import conv3x3
+
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal((2, 9, 7, 5)), jnp.float32)
+    k = jnp.asarray(rng.standard_normal((3, 3, 5, 4)), jnp.float32)
+    g = jnp.asarray(rng.standard_normal((2, 9, 7, 4)), jnp.float32)
+
+    def plain(x, k):
+        return jax.lax.conv_general_dilated(
+            x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    want = jax.vjp(plain, x, k)[1](g)
+    got = jax.vjp(conv3x3, x, k)[1](g)
+    np.testing.assert_allclose(plain(x, k), conv3x3(x, k), rtol=1e-6)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
