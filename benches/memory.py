@@ -34,7 +34,13 @@ def child(size: int, tile: int, out: Path) -> dict:
     content = rng.random((256, 256, 3)).astype(np.float32)  # upscaled to the output
     style = rng.random((256, 256, 3)).astype(np.float32)
     cfg = RenderConfig(
-        size=size, steps=1, weights="random", tile=tile, state="host", style_scale=256 / size
+        size=size,
+        steps=1,
+        weights="random",
+        tile=tile,
+        state="host",
+        style_scale=256 / size,
+        init="content",  # not `auto`: a feed-forward start would measure Magenta's network
     )
     t0 = time.perf_counter()
     result = render_with_info(content, [style], cfg)

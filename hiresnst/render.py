@@ -556,10 +556,13 @@ def render_with_info(
             else:
                 start, at_size = x, False
             if problem.host:
-                first_x = start if at_size else host_resize(host_array(start), hw)
-                hstate = HostState.create(
-                    np.asarray(first_x, np.float32), problem.content, _state_dir(config, li)
+                first_x = np.asarray(
+                    start if at_size else host_resize(host_array(start), hw), np.float32
                 )
+                hstate = HostState.create(first_x, problem.content, _state_dir(config, li))
+                # Only the state's compact copies stay: the float32 content and start go now.
+                start = first_x = None
+                problem.content = hstate.content
                 if resume:
                     hstate.restore(resume.opt_leaves)
                 hstate = _host_level(run, params, spec, problem, hstate, config, first, n_steps)
@@ -592,9 +595,12 @@ def render_with_info(
             if ckpt:
                 ckpt.save(li + 1, 0, x, state, key, levels_info, [])
             saved = None if saved and li == saved.level else saved
+            state = hstate = problem = None  # the next level or the output needs x only
     if x is None:  # every level was done: the newest checkpoint holds the finished image
         x = saved.x
-    image = np.clip(host_array(x), 0.0, 1.0).astype(np.float32)
+    image = host_array(x)  # clipped in place where it is the host state's own array
+    image = np.clip(image, 0.0, 1.0, out=image if image.flags.writeable else None)
+    image = image.astype(np.float32, copy=False)
     if config.preserve_colors == "luminance":
         original = np.asarray(pyramid.resize(original_content, final_hw))
         image = color.luminance_transfer(image, original).astype(np.float32)

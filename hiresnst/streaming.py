@@ -36,38 +36,59 @@ from .tiling import TileGrid, valid_masks
 BYTES_PER_PIXEL = 12 + 24 + 6
 
 
+def _alloc(state_dir: Path | None, name: str, shape, dtype, init=None) -> np.ndarray:
+    """A zeroed (or `init`) array in RAM, or memory-mapped at state_dir/name.npy."""
+    if state_dir is None:
+        arr = np.zeros(shape, dtype)
+    else:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        arr = np.lib.format.open_memmap(state_dir / f"{name}.npy", "w+", dtype, shape)
+        if init is None:
+            arr[...] = 0
+    if init is not None:
+        arr[...] = init
+    return arr
+
+
 @dataclass
 class HostState:
-    """One level's image, Adam moments and content, in host memory or memory-mapped files."""
+    """One level's image, Adam moments and content, in host memory or memory-mapped files.
+
+    The moments are allocated at the first Adam update (or restore), so that the caller can
+    drop its float32 copies of the start image and content first: peak memory stays at the
+    state's own 42 B/px.
+    """
 
     x: np.ndarray
-    m: np.ndarray
-    v: np.ndarray
     content: np.ndarray
+    state_dir: Path | None = None
     t: int = 0
+    _moments: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def create(cls, x: np.ndarray, content: np.ndarray, state_dir: Path | None) -> HostState:
-        shape = x.shape
-
-        def alloc(name: str, dtype, init: np.ndarray | None) -> np.ndarray:
-            if state_dir is None:
-                arr = np.zeros(shape, dtype)
-            else:
-                state_dir.mkdir(parents=True, exist_ok=True)
-                arr = np.lib.format.open_memmap(state_dir / f"{name}.npy", "w+", dtype, shape)
-            if init is not None:
-                arr[...] = init
-            elif state_dir is not None:
-                arr[...] = 0
-            return arr
-
         return cls(
-            x=alloc("image", np.float32, x),
-            m=alloc("adam_m", np.float32, None),
-            v=alloc("adam_v", np.float32, None),
-            content=alloc("content", np.float16, content),
+            x=_alloc(state_dir, "image", x.shape, np.float32, x),
+            content=_alloc(state_dir, "content", x.shape, np.float16, content),
+            state_dir=state_dir,
         )
+
+    @property
+    def m(self) -> np.ndarray:
+        return self._moment_arrays()[0]
+
+    @property
+    def v(self) -> np.ndarray:
+        return self._moment_arrays()[1]
+
+    def _moment_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._moments is None:
+            shape = self.x.shape
+            self._moments = (
+                _alloc(self.state_dir, "adam_m", shape, np.float32),
+                _alloc(self.state_dir, "adam_v", shape, np.float32),
+            )
+        return self._moments
 
     def opt_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Adam's state as checkpoint leaves."""
@@ -76,7 +97,7 @@ class HostState:
     def restore(self, leaves: list[np.ndarray]) -> None:
         from .errors import UserError
 
-        if len(leaves) != 3 or leaves[0].shape != self.m.shape:
+        if len(leaves) != 3 or leaves[0].shape != self.x.shape:
             raise UserError(
                 "checkpoint's optimiser state is not a host-state Adam state; pass --restart"
             )
