@@ -256,6 +256,15 @@ def use_host_state(hw: tuple[int, int], config: RenderConfig) -> bool:
     return hw[0] * hw[1] * DEVICE_STATE_BYTES > 0.25 * device_memory_bytes()
 
 
+def _check_host_level(hw: tuple[int, int], spec: LossSpec) -> None:
+    """Host-resident levels compute Gram losses only: refuse masks and MRF there."""
+    if spec.masked or spec.mrf_layers:
+        raise UserError(
+            f"a {hw[1]}×{hw[0]} px level needs host-resident state, which has no masks or MRF "
+            "loss; render smaller, or drop --style-mask/--content-mask/--style-loss mrf"
+        )
+
+
 def prepare_level(
     params: dict,
     spec: LossSpec,
@@ -270,12 +279,7 @@ def prepare_level(
     styles = inputs.styles
     blend = list(config.style_blend) if config.style_blend else [1.0] * len(styles)
     if use_host_state(hw, config):
-        if spec.masked or spec.mrf_layers:
-            raise UserError(
-                f"this level ({hw[1]}×{hw[0]} px) needs host-resident state, which has no "
-                "masks or MRF loss; render smaller, or drop --style-mask/--content-mask/"
-                "--style-loss mrf"
-            )
+        _check_host_level(hw, spec)
         plan = choose_plan(hw, spec, config, None, force_tiles=True)
         targets = []
         for s in styles:
@@ -512,6 +516,10 @@ def render_with_info(
     _check_size(final_hw, "the output", spec)
     sizes = pyramid.level_sizes(max(final_hw), config.scales, config.min_size)
     steps = pyramid.steps_per_level(config.steps, len(sizes))
+    for long_edge in sizes:  # before any work, not at the level that needs host state
+        hw = pyramid.output_shape(final_hw, long_edge)
+        if use_host_state(hw, config):
+            _check_host_level(hw, spec)
 
     ckpt = None
     if checkpoint is not None:

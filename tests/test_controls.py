@@ -133,3 +133,17 @@ def test_mrf_render_records_its_term(rng):
     assert level["loss_last"] < level["loss_first"]
     assert result.info["settings"]["style_loss"] == "gram+mrf"
     assert result.image.shape == (48, 64, 3)
+
+
+def test_mrf_refused_before_work_where_a_level_needs_host_state(rng, monkeypatch):
+    import importlib
+
+    render_module = importlib.import_module("hiresnst.render")
+    monkeypatch.setattr(render_module, "DEVICE_STATE_BYTES", 10**12)  # every level is "huge"
+    content, style = _images(rng)
+    steps = []
+    with pytest.raises(UserError, match="host-resident state, which has no masks or MRF"):
+        render_module.render_with_info(
+            content, [style], _with(style_loss="mrf", tile=None), progress=steps.append
+        )
+    assert steps == []
