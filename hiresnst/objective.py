@@ -474,7 +474,7 @@ def _gram_pass(params, spec, grid, x_pad, origins, live, names, padded=None):
     """
     if not names:  # MRF alone: no whole-image pass
         return {}
-    styles = None if padded is None else _n_styles(padded)
+    styles = None if padded is None else padded["n_styles"]
 
     def body(acc, xs):
         o, lv = xs
@@ -484,10 +484,6 @@ def _gram_pass(params, spec, grid, x_pad, origins, live, names, padded=None):
         return {n: acc[n] + grams[n] for n in names}, None
 
     return jax.lax.scan(body, _zeros_grams(spec, names, styles), (origins, live))[0]
-
-
-def _n_styles(padded) -> int:
-    return padded["n_styles"]
 
 
 def tiled_grams(
@@ -603,7 +599,7 @@ def tiled_loss(
     def fn(params, x, style_t, mrf_t, origins, live, content, axis):
         x_pad = grid.pad(x)
         padded = _padded_masks(spec, grid, style_t)
-        styles = None if padded is None else _n_styles(padded)
+        styles = None if padded is None else padded["n_styles"]
 
         def body(carry, xs):
             grams, local_sum = carry
@@ -722,10 +718,7 @@ def _lattice_patches(f: np.ndarray, max_patches: int) -> np.ndarray:
 
 
 _features_jit = jax.jit(features, static_argnums=(1, 3))
-_core_features_jit = jax.jit(
-    lambda params, spec, plan, x, names: tiled_core_features(params, spec, plan, x, names),
-    static_argnums=(1, 2, 4),
-)
+_core_features_jit = jax.jit(tiled_core_features, static_argnums=(1, 2, 4))
 
 
 def content_target(
