@@ -44,12 +44,14 @@ def child(size: int, tile: int, out: Path) -> dict:
     )
     t0 = time.perf_counter()
     result = render_with_info(content, [style], cfg)
+    render_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     write_image(out, result.image, bit_depth=16)
     seconds = time.perf_counter() - t0
     return {
         "size": size,
         "pixels": size * size,
         "seconds": round(seconds, 1),
+        "peak_rss_render_bytes": render_peak,  # before the output is written
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
 

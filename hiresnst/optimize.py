@@ -21,9 +21,16 @@ OPTIMIZERS = ("adam", "lbfgs")
 Step = Callable[[Params, Targets, jax.Array, Any], tuple[jax.Array, Any, jax.Array, dict]]
 
 
+#: Adam carries its first moment in bfloat16 (optax's `mu_dtype`; each step's moment and update
+#: are computed in fp32): 6 fewer bytes per pixel of state, on the device and in host memory.
+#: The second moment stays fp32: its per-step change, 1 − β₂ = 10⁻³ of itself, is below
+#: bfloat16's resolution and would be rounded away.
+ADAM_MU_DTYPE = jnp.bfloat16
+
+
 def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
     if name == "adam":
-        return optax.adam(learning_rate)
+        return optax.adam(learning_rate, mu_dtype=ADAM_MU_DTYPE)
     if name == "lbfgs":
         base = optax.lbfgs(
             memory_size=20, linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=15)

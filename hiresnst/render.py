@@ -56,8 +56,8 @@ from .weights import resolve_weights
 #: to conv5_1 (activations kept for the backward pass); used only to pick a default tile.
 STEP_BYTES_PER_PIXEL = 3000
 #: Device bytes per pixel of the on-device render state: image, gradient, padded copy and Adam
-#: moments (fp32), the content image and its conv4_2 targets.
-DEVICE_STATE_BYTES = 104
+#: moments (first bf16, second fp32), the content image and its conv4_2 targets.
+DEVICE_STATE_BYTES = 98
 #: Feed-forward renders up to this size run untiled (the transformer is cheap; tiles cost ~10×).
 FAST_UNTILED_PIXELS = 16 * 2**20
 
@@ -237,15 +237,14 @@ class LevelProblem:
     hw: tuple[int, int]
     plan: TiledPlan | None
     targets: dict
-    content: jax.Array | np.ndarray
+    content: jax.Array | np.ndarray | None  # None on host-resident levels
     host: bool = False
 
 
 def host_resize(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """`pyramid.resize` run on the CPU backend, for host-resident images (the same numbers as
-    on a CPU device, without copying the image to an accelerator)."""
-    with jax.default_device(jax.devices("cpu")[0]):
-        return np.asarray(pyramid.resize(image, hw))
+    """`pyramid.resize` for host-resident images: on the CPU backend, block by block (no copy
+    to an accelerator, no full-size temporaries)."""
+    return pyramid.resize_into(image, np.empty((*hw, image.shape[2]), np.float32))
 
 
 def use_host_state(hw: tuple[int, int], config: RenderConfig) -> bool:
@@ -290,8 +289,8 @@ def prepare_level(
             counts = {n: v for n, v in _counts(spec, *shw).items() if n in grams}
             targets.append({n: grams[n] / counts[n] for n in grams})
         style_t = blend_style_targets(targets, blend)
-        content_h = host_resize(inputs.content, hw)
-        return LevelProblem(hw, plan, {"style": style_t}, content_h, host=True)
+        # The content is resized into the level's host state (8-bit) when that is made.
+        return LevelProblem(hw, plan, {"style": style_t}, None, host=True)
     plan = choose_plan(hw, spec, config, mesh)
     content_l = replicate(pyramid.resize(inputs.content, hw), mesh)
     per_style, style_levels = [], []
@@ -396,20 +395,38 @@ def _initial_image(
     init: str,
     config: RenderConfig,
     problem: LevelProblem,
+    inputs: Inputs,
     key: jax.Array,
     faststyle: FastStyle | None,
 ) -> jax.Array | np.ndarray:
     """The coarsest level's start: the content, uniform noise, the feed-forward rendering of
-    the content (`fast`), or an image resized to fit."""
+    the content (`fast`), or an image resized to fit. On a host-resident level, `content` and
+    `image` come at their own size: the caller resizes them into the state block by block."""
     if init == "noise":
         return jax.random.uniform(key, (*problem.hw, 3), jnp.float32)
     if init == "content":
-        return problem.content
+        return inputs.content if problem.host else problem.content
     if init == "fast":
         assert faststyle is not None
-        return faststyle.render(np.asarray(problem.content), config, None)
+        content = host_resize(inputs.content, problem.hw) if problem.host else problem.content
+        return faststyle.render(np.asarray(content), config, None)
     image = _load(config.init, config.max_input_pixels)
-    return host_resize(image, problem.hw) if problem.host else pyramid.resize(image, problem.hw)
+    return image if problem.host else pyramid.resize(image, problem.hw)
+
+
+def _host_state(
+    config: RenderConfig,
+    level: int,
+    inputs: Inputs,
+    problem: LevelProblem,
+    start: jax.Array | np.ndarray,
+) -> HostState:
+    """A host-resident level's state: the content (8-bit) and the start (any size) resized into
+    it block by block, so that no other full-size array is made (the state may be on disk)."""
+    state = HostState.allocate((*problem.hw, 3), _state_dir(config, level))
+    pyramid.resize_into(inputs.content, state.content)
+    pyramid.resize_into(host_array(start), state.x)
+    return state
 
 
 @dataclass
@@ -560,17 +577,13 @@ def render_with_info(
                 start, at_size = resume.x, True
             elif x is None:
                 key, sub = jax.random.split(key)
-                start, at_size = _initial_image(init, config, problem, sub, faststyle), True
+                start = _initial_image(init, config, problem, inputs, sub, faststyle)
+                at_size = True
             else:
                 start, at_size = x, False
             if problem.host:
-                first_x = np.asarray(
-                    start if at_size else host_resize(host_array(start), hw), np.float32
-                )
-                hstate = HostState.create(first_x, problem.content, _state_dir(config, li))
-                # Only the state's compact copies stay: the float32 content and start go now.
-                start = first_x = None
-                problem.content = hstate.content
+                hstate = _host_state(config, li, inputs, problem, start)
+                start = x = None  # the state holds the level's only full-size arrays
                 if resume:
                     hstate.restore(resume.opt_leaves)
                 hstate = _host_level(run, params, spec, problem, hstate, config, first, n_steps)

@@ -18,8 +18,9 @@ A spec has up to three sections::
 In `[defaults]` a value is the value (`style = ["a.jpg", "b.jpg"]` is one job with two styles,
 `steps = [400, 200]` one value per level); in `[grid]` and `[zip]` a list lists alternatives, so
 wrap list-valued settings in another list there. A single value in `[grid]` is one alternative.
-Paths (content, style, a weights file) are relative to the spec's directory. Jobs are ordered by
-the `[grid]` keys as written (the last varies fastest), then the `[zip]` groups.
+Paths (content, style, masks, an init image, a weights file) are relative to the spec's
+directory. Jobs are ordered by the `[grid]` keys as written (the last varies fastest), then the
+`[zip]` groups.
 
 Each job is named `<content>_<styles>_<settings that vary across the series>_<hash>`: the hash is
 of the canonical JSON of the job's settings as the spec gives them (defaults merged, numbers
@@ -63,7 +64,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from . import contact_sheet, imageio
-from .config import RenderConfig
+from .config import INITS, RenderConfig
 from .errors import UserError
 from .render import Progress, RenderResult, render_with_info
 
@@ -613,10 +614,7 @@ def _make_job(
     varying: Sequence[str],
     origin: Mapping[str, tuple[str, int]],
 ) -> Job:
-    fields = {k: v for k, v in settings.items() if k in CONFIG_FIELDS}
-    weights = fields.get("weights")
-    if weights is not None and weights not in ("auto", "random"):
-        fields["weights"] = str(_resolve(base, weights))
+    fields = _resolve_config_paths(base, {k: v for k, v in settings.items() if k in CONFIG_FIELDS})
     styles = tuple(_resolve(base, s) for s in settings["style"])
     name = job_name(settings, varying, key)
     config = RenderConfig(**fields)
@@ -659,6 +657,21 @@ def _key_in_message(message: str) -> str | None:
     words = set(re.findall(r"[a-z][a-z_]*", message))
     named = [k for k in CONFIG_FIELDS if k in words]
     return max(named, key=len) if named else None
+
+
+def _resolve_config_paths(base: Path, fields: dict[str, Any]) -> dict[str, Any]:
+    """The settings that name files (weights, masks, an init image) made relative to `base`."""
+    weights = fields.get("weights")
+    if weights is not None and weights not in ("auto", "random"):
+        fields["weights"] = str(_resolve(base, weights))
+    init = fields.get("init")
+    if init is not None and init not in INITS:
+        fields["init"] = str(_resolve(base, init))
+    if fields.get("content_mask") is not None:
+        fields["content_mask"] = str(_resolve(base, fields["content_mask"]))
+    if fields.get("style_masks"):
+        fields["style_masks"] = tuple((i, str(_resolve(base, m))) for i, m in fields["style_masks"])
+    return fields
 
 
 def _resolve(base: Path, path: str) -> Path:

@@ -10,10 +10,14 @@ or memory-mapped files under `state_dir`), and tile windows stream to the device
   their final gradient, so Adam updates them there and then. That is exact: later tile rows never
   read those rows again in this step, and they receive no more gradient.
 
-Host memory per output pixel: image 12 B + Adam moments 24 B (fp32) + content 6 B (fp16) =
-42 B, plus one band of gradient rows (tile + 2·halo rows); nothing else scales with the image.
-Storing the content in fp16 is the one difference from the on-device path (a relative rounding
-of at most 2⁻¹¹ of a pixel value in the content target).
+Host memory per output pixel: image 12 B (fp32) + Adam's first moment 6 B (bf16, as optax's
+`mu_dtype`) + its second moment 12 B (fp32) + content 3 B (8-bit) = 33 B, plus one band of
+gradient rows (tile + 2·halo rows) and Adam's working rows; nothing else scales with the image.
+Two roundings differ from the on-device path, both far below what shows in an 8-bit print: the
+content target is the level's content quantised to 8 bits (as the source photo was), and the
+first moment is stored in bfloat16 (Adam's step of the moment itself is computed in fp32, so
+only the carried value is rounded, by at most 2⁻⁹ of itself). The second moment stays fp32:
+its per-step change (1 − β₂ = 10⁻³ of itself) is below bfloat16's resolution.
 """
 
 from __future__ import annotations
@@ -31,47 +35,56 @@ import optax
 
 from . import losses
 from .objective import LossSpec, _core, _counts, _local_terms, _zeros_grams, features
+from .optimize import ADAM_MU_DTYPE, make_optimizer
+from .pyramid import resize_into
 from .tiling import TileGrid, valid_masks
 
-BYTES_PER_PIXEL = 12 + 24 + 6
+BYTES_PER_PIXEL = 12 + 6 + 12 + 3
+#: Adam updates this many pixels of rows at a time, so its temporaries stay small at any width.
+ROW_CHUNK_PIXELS = 1 << 20
 
 
-def _alloc(state_dir: Path | None, name: str, shape, dtype, init=None) -> np.ndarray:
-    """A zeroed (or `init`) array in RAM, or memory-mapped at state_dir/name.npy."""
+def _alloc(state_dir: Path | None, name: str, shape, dtype) -> np.ndarray:
+    """A zeroed array in RAM, or memory-mapped at state_dir/name.npy (a new file reads as
+    zeros; its pages are written as the render fills them)."""
     if state_dir is None:
-        arr = np.zeros(shape, dtype)
-    else:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        arr = np.lib.format.open_memmap(state_dir / f"{name}.npy", "w+", dtype, shape)
-        if init is None:
-            arr[...] = 0
-    if init is not None:
-        arr[...] = init
-    return arr
+        return np.zeros(shape, dtype)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return np.lib.format.open_memmap(state_dir / f"{name}.npy", "w+", dtype, shape)
 
 
 @dataclass
 class HostState:
     """One level's image, Adam moments and content, in host memory or memory-mapped files.
 
-    The moments are allocated at the first Adam update (or restore), so that the caller can
-    drop its float32 copies of the start image and content first: peak memory stays at the
-    state's own 42 B/px.
+    The moments are allocated at the first Adam update (or restore), after the image and the
+    content have been resized into the state, so peak memory stays at the state's own
+    BYTES_PER_PIXEL. The first moment is held as raw bfloat16 bits (uint16 on disk, as .npy
+    has no bfloat16) and viewed as bfloat16.
     """
 
     x: np.ndarray
-    content: np.ndarray
+    content: np.ndarray  # uint8
     state_dir: Path | None = None
     t: int = 0
     _moments: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
-    def create(cls, x: np.ndarray, content: np.ndarray, state_dir: Path | None) -> HostState:
+    def allocate(cls, shape: tuple[int, int, int], state_dir: Path | None) -> HostState:
+        """Zeroed image (fp32) and content (uint8): fill them with `pyramid.resize_into`."""
         return cls(
-            x=_alloc(state_dir, "image", x.shape, np.float32, x),
-            content=_alloc(state_dir, "content", x.shape, np.float16, content),
+            x=_alloc(state_dir, "image", shape, np.float32),
+            content=_alloc(state_dir, "content", shape, np.uint8),
             state_dir=state_dir,
         )
+
+    @classmethod
+    def create(cls, x: np.ndarray, content: np.ndarray, state_dir: Path | None) -> HostState:
+        """The state of start image `x` and float `content` (either at any size)."""
+        state = cls.allocate(x.shape, state_dir)
+        resize_into(x, state.x)
+        resize_into(content, state.content)
+        return state
 
     @property
     def m(self) -> np.ndarray:
@@ -85,7 +98,7 @@ class HostState:
         if self._moments is None:
             shape = self.x.shape
             self._moments = (
-                _alloc(self.state_dir, "adam_m", shape, np.float32),
+                _alloc(self.state_dir, "adam_m", shape, np.uint16).view(ADAM_MU_DTYPE),
                 _alloc(self.state_dir, "adam_v", shape, np.float32),
             )
         return self._moments
@@ -107,8 +120,8 @@ class HostState:
 
 
 def host_window(arr: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
-    """arr[top:top+size, left:left+size] in float32, zero outside the array."""
-    out = np.zeros((size, size, arr.shape[2]), np.float32)
+    """arr[top:top+size, left:left+size] in arr's dtype, zero outside the array."""
+    out = np.zeros((size, size, arr.shape[2]), arr.dtype)
     h, w = arr.shape[:2]
     y0, y1 = max(top, 0), min(top + size, h)
     x0, x1 = max(left, 0), min(left + size, w)
@@ -133,8 +146,11 @@ def _gram_batch(params, spec: LossSpec, grid: TileGrid, wins, origins, live):
 
 @partial(jax.jit, static_argnums=(1, 2))
 def _grad_batch(params, spec: LossSpec, grid: TileGrid, wins, content_wins, origins, live, cot):
-    """Tile gradients of the surrogate (style through fixed ∂L/∂G, content, TV) for a batch."""
+    """Tile gradients of the surrogate (style through fixed ∂L/∂G, content, TV) for a batch.
+
+    `content_wins` are the 8-bit content windows; they become floats here, on the device."""
     masks = _batch_masks(grid, origins, live)
+    content_wins = content_wins.astype(jnp.float32) / 255.0
     counts = _counts(spec, grid.height, grid.width)
     content_names = tuple(n for n, _ in spec.content_layers)
     content_feats = features(params, spec, content_wins, content_names, masks)
@@ -193,9 +209,9 @@ def host_grams(
 
 @functools.lru_cache(maxsize=8)
 def _adam_band(lr: float):
-    """optax.adam's own update, applied to a band of rows and projected to [0, 1]: the same
-    arithmetic as the on-device step, run on the CPU backend next to the host arrays."""
-    opt = optax.adam(lr)
+    """The on-device Adam update (`make_optimizer`), applied to a band of rows and projected to
+    [0, 1]: the same arithmetic, run on the CPU backend next to the host arrays."""
+    opt = make_optimizer("adam", lr)
 
     def update(x, m, v, g, count):
         state = (optax.ScaleByAdamState(count=count, mu=m, nu=v), optax.EmptyState())
@@ -206,26 +222,41 @@ def _adam_band(lr: float):
 
 
 def _adam_rows(state: HostState, rows: slice, grad: np.ndarray, lr: float) -> None:
-    """Adam on the rows whose gradient is final, in place in the host arrays."""
+    """Adam on the rows whose gradient is final, in place in the host arrays, a chunk of rows
+    at a time so that the update's temporaries stay a few MB at any image width."""
     count = np.asarray(state.t - 1, np.int32)  # optax counts the steps taken before this one
+    update = _adam_band(float(lr))
+    chunk = max(1, ROW_CHUNK_PIXELS // state.x.shape[1])
     with jax.default_device(jax.devices("cpu")[0]):
-        x, m, v = _adam_band(float(lr))(state.x[rows], state.m[rows], state.v[rows], grad, count)
-        state.x[rows], state.m[rows], state.v[rows] = np.asarray(x), np.asarray(m), np.asarray(v)
+        for r in range(rows.start, rows.stop, chunk):
+            part, g = (
+                slice(r, min(r + chunk, rows.stop)),
+                grad[r - rows.start : r - rows.start + chunk],
+            )
+            x, m, v = update(state.x[part], state.m[part], state.v[part], g, count)
+            state.x[part], state.m[part], state.v[part] = (
+                np.asarray(x),
+                np.asarray(m),
+                np.asarray(v),
+            )
 
 
-def host_adam_step(
+def host_gradient(
     params,
     spec: LossSpec,
     grid: TileGrid,
     batch: int,
     style_targets: dict[str, jax.Array],
-    state: HostState,
-    lr: float,
+    x: np.ndarray,
+    content: np.ndarray,
+    on_rows: Callable[[slice, np.ndarray], None],
     on_tile: Callable[[str, int, int], None] | None = None,
 ) -> tuple[float, dict[str, float]]:
-    """One exact Adam step of the whole-image objective with host-resident state.
+    """The whole-image objective's gradient at host image `x`, handed to `on_rows(rows, grad)`
+    band by band as soon as those rows' gradient is final. `on_rows` may update `x[rows]` in
+    place: later windows never read those rows again.
 
-    Returns the loss (at the image before the step) and its terms."""
+    Returns the loss (at `x` before any update) and its terms."""
     origins = grid.origins()
     n = len(origins)
     h, size = grid.halo, grid.window
@@ -235,16 +266,15 @@ def host_adam_step(
     def windows(arr, idx):
         return _windows(arr, grid, origins[idx])
 
-    grams = host_grams(params, spec, grid, batch, state.x, on_tile)
+    grams = host_grams(params, spec, grid, batch, x, on_tile)
     style = float(losses.style_loss_from_grams(grams, style_targets, counts, weights))
     cot = losses.style_gram_cotangents(grams, style_targets, counts, weights)
 
-    state.t += 1
     width = grid.width
     band = np.zeros((grid.tile + 2 * h, width, 3), np.float32)
     band_top = -h  # image row of band[0]
     content_sum = tv_sum = 0.0
-    finished = 0  # rows above this have been updated
+    finished = 0  # rows above this have been handed on
     processed = 0
     for row in range(grid.ny):
         row_idx = np.arange(row * grid.nx, (row + 1) * grid.nx)
@@ -253,8 +283,8 @@ def host_adam_step(
                 params,
                 spec,
                 grid,
-                windows(state.x, pad),
-                windows(state.content, pad),
+                windows(x, pad),
+                windows(content, pad),
                 origins[pad],
                 live,
                 cot,
@@ -269,13 +299,11 @@ def host_adam_step(
             processed += len(idx)
             if on_tile:
                 on_tile("pass 2", processed, n)
-        # Rows above the next tile row's windows are final: update them, then slide the band.
+        # Rows above the next tile row's windows are final: hand them on, then slide the band.
         last = row == grid.ny - 1
         upto = grid.height if last else min((row + 1) * grid.tile - h, grid.height)
         if upto > finished:
-            _adam_rows(
-                state, slice(finished, upto), band[finished - band_top : upto - band_top], lr
-            )
+            on_rows(slice(finished, upto), band[finished - band_top : upto - band_top])
             finished = upto
         if not last:
             shift = grid.tile
@@ -284,3 +312,30 @@ def host_adam_step(
             band_top += shift
     loss = content_sum + style + tv_sum
     return loss, {"content": content_sum, "style": style, "tv": tv_sum}
+
+
+def host_adam_step(
+    params,
+    spec: LossSpec,
+    grid: TileGrid,
+    batch: int,
+    style_targets: dict[str, jax.Array],
+    state: HostState,
+    lr: float,
+    on_tile: Callable[[str, int, int], None] | None = None,
+) -> tuple[float, dict[str, float]]:
+    """One exact Adam step of the whole-image objective with host-resident state, each band of
+    rows updated as soon as its gradient is final. Returns the loss before the step and its
+    terms."""
+    state.t += 1
+    return host_gradient(
+        params,
+        spec,
+        grid,
+        batch,
+        style_targets,
+        state.x,
+        state.content,
+        lambda rows, grad: _adam_rows(state, rows, grad, lr),
+        on_tile,
+    )

@@ -372,6 +372,29 @@ tv_weight = [0, 1, 2]
     assert layers.jobs[0].config.style_layers == (("conv1_1", 1.0), ("conv2_1", 0.5))
 
 
+def test_file_settings_are_relative_to_the_spec(tmp_path):
+    """Masks, an init image and a weights file, like the content and styles, are found beside
+    the spec, whatever the working directory; absolute paths and named inits stay as given."""
+    text = """
+[defaults]
+content = "c.png"
+style = ["a.png", "b.png"]
+style_masks = [[0, "masks/left.png"], [1, "/abs/right.png"]]
+content_mask = "masks/subject.png"
+weights = "w/vgg19.pth"
+
+[grid]
+init = ["start.png", "noise"]
+"""
+    jobs = series.parse_spec(text, base_dir=tmp_path).jobs
+    config = jobs[0].config
+    assert config.style_masks == ((0, str(tmp_path / "masks/left.png")), (1, "/abs/right.png"))
+    assert config.content_mask == str(tmp_path / "masks/subject.png")
+    assert config.weights == str(tmp_path / "w/vgg19.pth")
+    assert [j.config.init for j in jobs] == [str(tmp_path / "start.png"), "noise"]
+    assert jobs[0].settings["content_mask"] == "masks/subject.png"  # names: paths as written
+
+
 def test_example_spec_parses():
     spec = series.load_spec(EXAMPLE)
     assert len(spec.jobs) == 16

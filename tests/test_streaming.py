@@ -3,13 +3,21 @@ the device) gives the on-device result."""
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+import pytest
 from conftest import NARROW
 
+from hiresnst import pyramid, streaming
 from hiresnst.checkpoint import CheckpointOptions
 from hiresnst.config import RenderConfig
-from hiresnst.render import render_with_info
-from hiresnst.streaming import host_window
+from hiresnst.model import widths_of
+from hiresnst.optimize import make_optimizer
+from hiresnst.render import make_objective, prepare_inputs, prepare_level, render_with_info
+from hiresnst.streaming import HostState, host_window
+from hiresnst.weights import resolve_weights
 
 
 def _images(rng):
@@ -44,15 +52,23 @@ def test_host_window_zero_fills_outside():
 
 
 def test_host_state_equals_device_state(rng, tmp_path):
+    """The same objective and Adam. Pixels agree loosely, by design: the host path resizes block
+    by block (1e-6 from the device's resize) and targets an 8-bit content, and Adam's first
+    step moves every pixel by ±lr whatever its gradient's size, so pixels whose gradient is
+    near zero take either sign (a 1e-5 change of the learning rate moves pixels by 0.2 after
+    20 steps here). Losses agree tightly; a lost or misplaced gradient band would not."""
     content, style = _images(rng)
-    device = render_with_info(content, [style], _with(state="device"))
-    host = render_with_info(content, [style], _with(state="host"))
-    mapped = render_with_info(content, [style], _with(state="host", state_dir=str(tmp_path / "s")))
+    device = render_with_info(content, [style], _with(state="device", steps=5))
+    host = render_with_info(content, [style], _with(state="host", steps=5))
+    mapped = render_with_info(
+        content, [style], _with(state="host", steps=5, state_dir=str(tmp_path / "s"))
+    )
     assert (tmp_path / "s" / "level-1" / "adam_v.npy").exists()
+    assert host.info["levels"][0]["loss_last"] < 0.5 * host.info["levels"][0]["loss_first"]
     for lv_d, lv_h in zip(device.info["levels"], host.info["levels"], strict=True):
         assert abs(lv_h["loss_first"] - lv_d["loss_first"]) <= 1e-4 * lv_d["loss_first"]
         assert abs(lv_h["loss_last"] - lv_d["loss_last"]) <= 1e-3 * lv_d["loss_last"]
-    assert np.abs(host.image - device.image).mean() <= 1e-4
+    assert np.abs(host.image - device.image).mean() <= 2e-3
     np.testing.assert_array_equal(mapped.image, host.image)
 
 
@@ -68,3 +84,96 @@ def test_host_state_resumes_from_a_checkpoint(rng, tmp_path):
     assert "resumed_from" in again.info
     np.testing.assert_array_equal(first.image, full)
     np.testing.assert_array_equal(again.image, full)
+
+
+def test_host_state_holds_its_stated_bytes_per_pixel(rng, tmp_path):
+    x = rng.random((40, 30, 3)).astype(np.float32)
+    content = rng.random((40, 30, 3)).astype(np.float32)
+    for state_dir in (None, tmp_path / "mm"):
+        state = HostState.create(x, content, state_dir)
+        arrays = (state.x, state.m, state.v, state.content)
+        assert sum(a.nbytes for a in arrays) == streaming.BYTES_PER_PIXEL * 40 * 30
+        np.testing.assert_array_equal(state.content, np.rint(content * 255).astype(np.uint8))
+        np.testing.assert_array_equal(state.x, x)
+
+
+@pytest.mark.parametrize(
+    "src_hw, dst_hw",
+    [((37, 53), (101, 77)), ((101, 77), (37, 53)), ((64, 64), (64, 200)), ((30, 40), (30, 40))],
+)
+def test_resize_into_blocks_equals_the_whole_image_resize(rng, src_hw, dst_hw):
+    """Block by block (7 px blocks: many interior and edge blocks) = `pyramid.resize`, for
+    up-, down- and one-axis scaling; 8-bit targets get the rounded values."""
+    src = rng.random((*src_hw, 3)).astype(np.float32)
+    ref = np.asarray(pyramid.resize(src, dst_hw))
+    out = pyramid.resize_into(src, np.full((*dst_hw, 3), np.nan, np.float32), block=7)
+    np.testing.assert_allclose(out, ref, atol=2e-5)
+    q = pyramid.resize_into(src, np.zeros((*dst_hw, 3), np.uint8), block=7)
+    expect = np.rint(np.clip(ref, 0, 1) * 255)
+    assert np.abs(q.astype(int) - expect).max() <= 1
+    assert (q.astype(int) == expect).mean() > 0.999
+
+
+def test_chunked_host_adam_equals_optax_on_the_whole_image(rng, monkeypatch):
+    monkeypatch.setattr(streaming, "ROW_CHUNK_PIXELS", 5 * 9)  # 5 rows a chunk
+    x0 = rng.random((23, 9, 3)).astype(np.float32)
+    state = HostState.create(x0.copy(), x0, None)
+    opt = make_optimizer("adam", 0.05)
+    update = jax.jit(opt.update)  # jitted, as in the device step (eager rounds b1·mu to bf16)
+    x, opt_state = jnp.asarray(x0), opt.init(jnp.asarray(x0))
+    for _ in range(3):
+        g = rng.normal(size=x0.shape).astype(np.float32)
+        state.t += 1
+        streaming._adam_rows(state, slice(0, 13), g[:13], 0.05)  # as the bands arrive
+        streaming._adam_rows(state, slice(13, 23), g[13:], 0.05)
+        updates, opt_state = update(jnp.asarray(g), opt_state, x)
+        x = jnp.clip(optax.apply_updates(x, updates), 0.0, 1.0)
+    np.testing.assert_allclose(state.x, np.asarray(x), atol=1e-6)
+    np.testing.assert_array_equal(state.m, np.asarray(opt_state[0].mu))
+    np.testing.assert_allclose(state.v, np.asarray(opt_state[0].nu), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "weights", [{}, {"content_weight": 1e4, "style_weight": 1.0, "tv_weight": 10.0}]
+)
+def test_host_gradient_equals_the_untiled_gradient(rng, weights):
+    """The streamed two-pass gradient, handed on band by band, is the untiled objective's
+    gradient: each row once, in order, complete (a band handed on early would be partial).
+    The content is on 8-bit levels, so the host state's 8-bit copy of it is exact. Tall, so
+    that bands are handed on before the last tile row (the halo is 80 px)."""
+    _, style = _images(rng)
+    content = (rng.integers(0, 256, (240, 64, 3)) / 255).astype(np.float32)
+    x = rng.random(content.shape).astype(np.float32)
+    cfg = _with(state="host", scales=1, size=240, **weights)
+    params, _ = resolve_weights(cfg.weights, cfg.seed, widths=cfg.widths)
+    spec = cfg.loss_spec(widths_of(params))
+    inputs = prepare_inputs(content, [style], cfg)
+    problem = prepare_level(params, spec, cfg, inputs, content.shape[:2])
+    assert problem.host and problem.plan.grid.count > 4
+    state = HostState.create(x, content, None)
+    grad, handed = np.zeros_like(x), []
+
+    def on_rows(rows: slice, g: np.ndarray) -> None:
+        grad[rows] += g
+        handed.append((rows.start, rows.stop))
+
+    loss, terms = streaming.host_gradient(
+        params,
+        spec,
+        problem.plan.grid,
+        problem.plan.batch,
+        problem.targets["style"],
+        state.x,
+        state.content,
+        on_rows,
+    )
+    ref_loss, ref_grad = make_objective(
+        content, [style], _with(scales=1, size=240, tile=0, **weights)
+    )(x)
+    assert [a for a, _ in handed] == [0] + [b for _, b in handed[:-1]]
+    assert handed[-1][1] == x.shape[0] and len(handed) > 1
+    assert loss == pytest.approx(float(ref_loss), rel=1e-5)
+    if weights:  # content-heavy: the content term (and the 8-bit content) is in play
+        assert terms["content"] > 0.1 * loss
+    ref_grad = np.asarray(ref_grad)
+    np.testing.assert_allclose(grad, ref_grad, atol=1e-4 * np.abs(ref_grad).max())
