@@ -1,4 +1,5 @@
-"""Process-wide JAX settings that a render wants: the persistent compilation cache.
+"""Process-wide settings that a render wants: JAX's persistent compilation cache, and handing
+freed heap memory back to the OS during host-resident renders.
 
 Compiling VGG19's value-and-grad takes seconds on a CPU and tens of seconds on a GPU at large
 tiles; the persistent cache makes a second render of the same shapes start at once.
@@ -6,6 +7,9 @@ tiles; the persistent cache makes a second render of the same shapes start at on
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 from pathlib import Path
 
 import jax
@@ -21,3 +25,24 @@ def enable_compilation_cache(path: Path | None = None) -> Path:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def trim_heap() -> None:
+    """Hand the heap's free pages back to the OS (glibc's `malloc_trim`; elsewhere nothing).
+
+    Host-resident renders call this after each tile batch. glibc serves buffers under its
+    (self-raising, up to 32 MB) mmap threshold from the heap, and the tile loop's windows,
+    gradients and XLA temporaries fragment it: without a trim a 4-tile render peaked ~0.1 GB
+    higher than a 1-tile one whose state was 25 MB smaller. A trim costs well under a
+    millisecond against seconds of tile work."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)

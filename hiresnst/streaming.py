@@ -37,11 +37,12 @@ from . import losses
 from .objective import LossSpec, _core, _counts, _local_terms, _zeros_grams, features
 from .optimize import ADAM_MU_DTYPE, make_optimizer
 from .pyramid import resize_into
+from .runtime import trim_heap
 from .tiling import TileGrid, valid_masks
 
 BYTES_PER_PIXEL = 12 + 6 + 12 + 3
 #: Adam updates this many pixels of rows at a time, so its temporaries stay small at any width.
-ROW_CHUNK_PIXELS = 1 << 20
+ROW_CHUNK_PIXELS = 1 << 18
 
 
 def _alloc(state_dir: Path | None, name: str, shape, dtype) -> np.ndarray:
@@ -202,6 +203,7 @@ def host_grams(
         )
         grams = {k: grams[k] + part[k] for k in grams}
         done += len(idx)
+        trim_heap()
         if on_tile:
             on_tile("pass 1", done, len(origins))
     return grams
@@ -222,23 +224,27 @@ def _adam_band(lr: float):
 
 
 def _adam_rows(state: HostState, rows: slice, grad: np.ndarray, lr: float) -> None:
-    """Adam on the rows whose gradient is final, in place in the host arrays, a chunk of rows
-    at a time so that the update's temporaries stay a few MB at any image width."""
+    """Adam on the rows whose gradient is final, in place in the host arrays, a fixed-size
+    chunk of rows at a time (the last one zero-padded): the update's temporaries stay small at
+    any image width, and it compiles once per width."""
     count = np.asarray(state.t - 1, np.int32)  # optax counts the steps taken before this one
     update = _adam_band(float(lr))
     chunk = max(1, ROW_CHUNK_PIXELS // state.x.shape[1])
     with jax.default_device(jax.devices("cpu")[0]):
         for r in range(rows.start, rows.stop, chunk):
-            part, g = (
-                slice(r, min(r + chunk, rows.stop)),
-                grad[r - rows.start : r - rows.start + chunk],
-            )
-            x, m, v = update(state.x[part], state.m[part], state.v[part], g, count)
-            state.x[part], state.m[part], state.v[part] = (
-                np.asarray(x),
-                np.asarray(m),
-                np.asarray(v),
-            )
+            part = slice(r, min(r + chunk, rows.stop))
+            g = grad[r - rows.start : part.stop - rows.start]
+            args = [_pad_rows(a, chunk) for a in (state.x[part], state.m[part], state.v[part], g)]
+            x, m, v = (np.asarray(a)[: len(g)] for a in update(*args, count))
+            state.x[part], state.m[part], state.v[part] = x, m, v
+
+
+def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
+    if len(a) == rows:
+        return a
+    out = np.zeros((rows, *a.shape[1:]), a.dtype)
+    out[: len(a)] = a
+    return out
 
 
 def host_gradient(
@@ -297,6 +303,7 @@ def host_gradient(
                 x0, x1 = max(left, 0), min(left + size, width)
                 band[:, x0:x1] += g[k, :, x0 - left : x1 - left]
             processed += len(idx)
+            trim_heap()
             if on_tile:
                 on_tile("pass 2", processed, n)
         # Rows above the next tile row's windows are final: hand them on, then slide the band.
