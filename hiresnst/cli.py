@@ -70,6 +70,11 @@ def render(
     seed: int = typer.Option(D.seed, help="Seed for noise init and random weights."),
     optimizer: str = typer.Option(D.optimizer, help="adam or lbfgs."),
     learning_rate: float = typer.Option(D.learning_rate, help="Adam step size (image in [0, 1])."),
+    warmup: int = typer.Option(
+        D.warmup,
+        help="Adam steps over which the step size ramps up at each level after the first "
+        "(a fresh Adam moves every pixel by the full step size at first); 0 = none.",
+    ),
     content_weight: float = typer.Option(D.content_weight, help="Weight of the content loss."),
     style_weight: float = typer.Option(D.style_weight, help="Weight of the style loss."),
     tv_weight: float = typer.Option(D.tv_weight, help="Weight of the total-variation loss."),
@@ -193,6 +198,7 @@ def render(
         seed=seed,
         optimizer=optimizer,
         learning_rate=learning_rate,
+        warmup=warmup,
         content_weight=content_weight,
         style_weight=style_weight,
         tv_weight=tv_weight,

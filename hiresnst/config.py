@@ -47,6 +47,7 @@ class RenderConfig:
     seed: int = 0
     optimizer: str = "adam"
     learning_rate: float = 0.05
+    warmup: int = 10  # Adam steps of learning-rate ramp at each level after the first
     content_weight: float = 1.0
     style_weight: float = 1e5
     tv_weight: float = 1.0
@@ -160,6 +161,8 @@ class RenderConfig:
             raise UserError(f"--devices must be ≥ 1, got {self.devices}")
         if self.tile_batch < 1:
             raise UserError(f"--tile-batch must be ≥ 1, got {self.tile_batch}")
+        if self.warmup < 0:
+            raise UserError(f"--warmup must be ≥ 0 steps, got {self.warmup}")
         self._validate_style_loss(n_styles)
         for name, w in (*self.content_layers, *self.style_layers, *self.mrf_layers):
             if name not in LAYERS or not name.startswith("conv"):

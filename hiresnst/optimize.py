@@ -28,9 +28,18 @@ Step = Callable[[Params, Targets, jax.Array, Any], tuple[jax.Array, Any, jax.Arr
 ADAM_MU_DTYPE = jnp.bfloat16
 
 
-def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
+def make_optimizer(
+    name: str, learning_rate: float, warmup: int = 0
+) -> optax.GradientTransformation:
+    """Adam or L-BFGS. With `warmup`, Adam's step size ramps linearly from learning_rate/warmup
+    to learning_rate over its first `warmup` steps.
+
+    A pyramid level starts Adam afresh, and a fresh Adam moves every pixel by the full step size
+    whatever its gradient (bias correction makes the first update ±learning_rate): on an
+    upsampled, already stylised image that is noise, and a fine level given few steps ended
+    with a higher loss than it started from. Levels after the first therefore warm up."""
     if name == "adam":
-        return optax.adam(learning_rate, mu_dtype=ADAM_MU_DTYPE)
+        return optax.adam(warmup_schedule(learning_rate, warmup), mu_dtype=ADAM_MU_DTYPE)
     if name == "lbfgs":
         base = optax.lbfgs(
             memory_size=20, linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=15)
@@ -41,6 +50,12 @@ def make_optimizer(name: str, learning_rate: float) -> optax.GradientTransformat
             lambda params: jax.tree_util.tree_map(jnp.copy, base.init(params)), base.update
         )
     raise UserError(f"unknown optimizer {name!r}; use one of: {', '.join(OPTIMIZERS)}")
+
+
+def warmup_schedule(learning_rate: float, warmup: int) -> optax.ScalarOrSchedule:
+    if warmup <= 0:
+        return learning_rate
+    return lambda count: learning_rate * jnp.minimum(1.0, (count + 1) / warmup)
 
 
 def make_step(loss_fn: LossFn, name: str, opt: optax.GradientTransformation) -> Step:

@@ -210,6 +210,9 @@ def choose_plan(
         if n_dev > 1:
             raise UserError("--tile 0 (untiled) runs on one device; use --devices 1 or a tile size")
         return None
+    # A tile past the level's edge only adds padding to compute (a 4096 tile at a 512 px level
+    # of a gigapixel pyramid would be a 4096² window): no bigger than the level.
+    tile = min(tile, round_up(max(hw), 2**spec.levels))
     return make_plan(*hw, spec, tile, config.overlap, config.tile_batch, mesh)
 
 
@@ -490,11 +493,18 @@ def _host_level(
             problem.targets["style"],
             hstate,
             config.learning_rate,
+            _level_warmup(config, run.level),
         )
         run.report(i + 1, loss)
         if run.wants_checkpoint():
             run.checkpoint(i + 1, hstate.x, hstate.opt_state())
     return hstate
+
+
+def _level_warmup(config: RenderConfig, level: int) -> int:
+    """Adam's step-size ramp: none at the first level (it starts from the content or noise,
+    where large moves are wanted), `config.warmup` steps at each later one."""
+    return config.warmup if level > 0 else 0
 
 
 def _state_dir(config: RenderConfig, level: int) -> Path | None:
@@ -589,7 +599,9 @@ def render_with_info(
                 hstate = _host_level(run, params, spec, problem, hstate, config, first, n_steps)
                 x, state = hstate.x, hstate.opt_state()
             else:
-                opt = make_optimizer(config.optimizer, config.learning_rate)
+                opt = make_optimizer(
+                    config.optimizer, config.learning_rate, _level_warmup(config, li)
+                )
                 step = make_step(make_loss_fn(spec, problem.plan), config.optimizer, opt)
                 if not at_size:
                     start = pyramid.resize(host_array(start), problem.hw)

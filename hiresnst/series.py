@@ -102,6 +102,7 @@ ABBREVIATIONS = {
     "weights": "w-",
     "optimizer": "",
     "learning_rate": "lr",
+    "warmup": "wu",
     "content_weight": "cw",
     "style_weight": "sw",
     "tv_weight": "tv",

@@ -210,25 +210,26 @@ def host_grams(
 
 
 @functools.lru_cache(maxsize=8)
-def _adam_band(lr: float):
+def _adam_band(lr: float, warmup: int):
     """The on-device Adam update (`make_optimizer`), applied to a band of rows and projected to
     [0, 1]: the same arithmetic, run on the CPU backend next to the host arrays."""
-    opt = make_optimizer("adam", lr)
+    opt = make_optimizer("adam", lr, warmup)
 
     def update(x, m, v, g, count):
-        state = (optax.ScaleByAdamState(count=count, mu=m, nu=v), optax.EmptyState())
-        updates, (adam, _) = opt.update(g, state, x)
+        adam = optax.ScaleByAdamState(count=count, mu=m, nu=v)
+        lr_state = optax.ScaleByScheduleState(count=count) if warmup > 0 else optax.EmptyState()
+        updates, (adam, _) = opt.update(g, (adam, lr_state), x)
         return jnp.clip(optax.apply_updates(x, updates), 0.0, 1.0), adam.mu, adam.nu
 
     return jax.jit(update)
 
 
-def _adam_rows(state: HostState, rows: slice, grad: np.ndarray, lr: float) -> None:
+def _adam_rows(state: HostState, rows: slice, grad: np.ndarray, lr: float, warmup: int = 0) -> None:
     """Adam on the rows whose gradient is final, in place in the host arrays, a fixed-size
     chunk of rows at a time (the last one zero-padded): the update's temporaries stay small at
     any image width, and it compiles once per width."""
     count = np.asarray(state.t - 1, np.int32)  # optax counts the steps taken before this one
-    update = _adam_band(float(lr))
+    update = _adam_band(float(lr), int(warmup))
     chunk = max(1, ROW_CHUNK_PIXELS // state.x.shape[1])
     with jax.default_device(jax.devices("cpu")[0]):
         for r in range(rows.start, rows.stop, chunk):
@@ -329,6 +330,7 @@ def host_adam_step(
     style_targets: dict[str, jax.Array],
     state: HostState,
     lr: float,
+    warmup: int = 0,
     on_tile: Callable[[str, int, int], None] | None = None,
 ) -> tuple[float, dict[str, float]]:
     """One exact Adam step of the whole-image objective with host-resident state, each band of
@@ -343,6 +345,6 @@ def host_adam_step(
         style_targets,
         state.x,
         state.content,
-        lambda rows, grad: _adam_rows(state, rows, grad, lr),
+        lambda rows, grad: _adam_rows(state, rows, grad, lr, warmup),
         on_tile,
     )

@@ -354,6 +354,11 @@ def tile_batch_zero(ws):
     return run_args(ws, "--tile-batch", "0")
 
 
+@case("--warmup must be ≥ 0 steps")
+def warmup_negative(ws):
+    return run_args(ws, "--warmup", "-1")
+
+
 @case("--scales must be between 1 and 12")
 def scales_zero(ws):
     return run_args(ws, "--scales", "0")
