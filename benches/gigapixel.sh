@@ -12,6 +12,7 @@ SAMPLER=$!
 trap 'kill $SAMPLER 2>/dev/null || true' EXIT
 /usr/bin/time -v hiresnst render "$IMAGES/tubingen.jpg" "$IMAGES/starry_night.jpg" -o "$OUT" \
   --size "$SIZE" --scales 4 --steps 40,20,10,2 --weights random --state host --tile 4096 \
-  --precision bf16 --bit-depth 8 --json 2> /tmp/gigapixel-time.log | tee /tmp/gigapixel.json
+  --precision bf16 --bit-depth 8 --json 2> /tmp/gigapixel-time.log | tee /tmp/gigapixel.json \
+  || { tail -n 25 /tmp/gigapixel-time.log; exit 1; }
 grep -E "Elapsed|Maximum resident" /tmp/gigapixel-time.log
 echo "peak GPU memory (MiB): $(sort -n /tmp/gigapixel-gpu-mem.log | tail -1)"
