@@ -332,9 +332,11 @@ def make_objective(
     """`loss, grad = value_and_grad(image)` at the final level's size, for tests and research.
 
     `config.tile` and `config.overlap` choose the tiling (0 = untiled); the image is (H, W, 3)
-    at the size that `config.size` gives the content.
+    at the size that `config.size` gives the content. The image lives on the device (the
+    host-resident path's gradient is `streaming.host_gradient`).
     """
     styles = list(styles)
+    config = dataclasses.replace(config, state="device")
     config.validate(len(styles))
     mesh = make_mesh(config.devices)
     params, _ = resolve_weights(config.weights, config.seed, widths=config.widths)

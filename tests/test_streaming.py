@@ -167,8 +167,9 @@ def test_host_gradient_equals_the_untiled_gradient(rng, weights):
         state.content,
         on_rows,
     )
+    # The same host-state config: make_objective always evaluates on the device, untiled here.
     ref_loss, ref_grad = make_objective(
-        content, [style], _with(scales=1, size=240, tile=0, **weights)
+        content, [style], _with(state="host", scales=1, size=240, tile=0, **weights)
     )(x)
     assert [a for a, _ in handed] == [0] + [b for _, b in handed[:-1]]
     assert handed[-1][1] == x.shape[0] and len(handed) > 1
