@@ -1,4 +1,6 @@
-"""Progress display of a render on stderr: level, step, loss and rate, with rich."""
+"""Progress display of a render on stderr, with rich: a bar per level (step, loss, rate) and,
+over several levels, one for the whole render, whose ETA counts every level's remaining
+megapixel-steps. Host-resident levels move their bars tile batch by tile batch."""
 
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ class RenderProgress:
             disable=not enabled,
         )
         self._tasks: dict[int, int] = {}
+        self._whole: int | None = None
         self._last: tuple[int, float] | None = None
         self._started = False
 
@@ -56,14 +59,25 @@ class RenderProgress:
         label = f"scale {p.level + 1}/{p.levels} {p.size[1]}×{p.size[0]}"
         if p.tiles > 1:
             label += f" ({p.tiles} tiles)"
+        if self._whole is None and p.levels > 1 and p.total > 0:
+            self._whole = self._bar.add_task(
+                "", total=p.total, level="all scales (MP·steps)", loss="", rate=""
+            )
         if p.level not in self._tasks:
             self._tasks[p.level] = self._bar.add_task(
                 "", total=p.steps, level=label, loss="-", rate=""
             )
             self._last = None
+        if self._whole is not None:
+            self._bar.update(self._whole, completed=p.done)
+        loss = "-" if p.loss != p.loss else f"{p.loss:.4g}"  # NaN before the first step
+        task = self._tasks[p.level]
+        if p.step_fraction:  # part of a host-resident step: move the bar, keep the rate
+            self._bar.update(task, completed=p.step + p.step_fraction, loss=loss)
+            return
         rate = ""
         if self._last is not None and p.elapsed > self._last[1]:
             per_step = (p.elapsed - self._last[1]) / max(1, p.step - self._last[0])
             rate = f"{1 / per_step:.2f} it/s, {p.size[0] * p.size[1] / 1e6 / per_step:.3f} MP·it/s"
         self._last = (p.step, p.elapsed)
-        self._bar.update(self._tasks[p.level], completed=p.step, loss=f"{p.loss:.4g}", rate=rate)
+        self._bar.update(task, completed=p.step, loss=loss, rate=rate)

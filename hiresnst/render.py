@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,10 @@ FAST_UNTILED_PIXELS = 16 * 2**20
 
 @dataclass
 class Progress:
-    """One optimiser step, reported to the progress callback."""
+    """One optimiser step (or, on host-resident levels, part of one: `step_fraction` of step
+    `step` + 1 is done), reported to the progress callback. `done` and `total` are the whole
+    render's work in megapixel-steps (Σ over levels of steps × pixels), for an ETA of all of it.
+    """
 
     level: int
     levels: int
@@ -74,11 +78,15 @@ class Progress:
     loss: float
     tiles: int
     elapsed: float
+    done: float = 0.0
+    total: float = 0.0
+    step_fraction: float = 0.0
 
 
 @dataclass
 class _Reporter:
-    """Records a level's losses and forwards each step to the progress callback."""
+    """Records a level's losses and forwards each step (and, on host-resident levels, each
+    tile batch within a step) to the progress callback."""
 
     level: int
     levels: int
@@ -88,11 +96,20 @@ class _Reporter:
     losses: list[float]
     progress: Callable[[Progress], None] | None
     t_start: float
+    before: float = 0.0  # megapixel-steps of the levels before this one
+    total: float = 0.0  # megapixel-steps of the whole render
 
     def __call__(self, step: int, loss: jax.Array) -> None:
         self.losses.append(host_scalar(loss))
+        self._send(step, 0.0)
+
+    def partial(self, step: int, fraction: float) -> None:
+        """Step `step` + 1 is `fraction` done."""
+        self._send(step, fraction)
+
+    def _send(self, step: int, fraction: float) -> None:
         if self.progress:
-            elapsed = time.perf_counter() - self.t_start
+            mp = self.hw[0] * self.hw[1] / 1e6
             self.progress(
                 Progress(
                     self.level,
@@ -100,9 +117,12 @@ class _Reporter:
                     self.hw,
                     step,
                     self.steps,
-                    self.losses[-1],
+                    self.losses[-1] if self.losses else float("nan"),
                     self.tiles,
-                    elapsed,
+                    time.perf_counter() - self.t_start,
+                    self.before + (step + fraction) * mp,
+                    self.total,
+                    fraction,
                 )
             )
 
@@ -496,11 +516,17 @@ def _host_level(
             hstate,
             config.learning_rate,
             _level_warmup(config, run.level),
+            partial(_tile_progress, run.report, i),
         )
         run.report(i + 1, loss)
         if run.wants_checkpoint():
             run.checkpoint(i + 1, hstate.x, hstate.opt_state())
     return hstate
+
+
+def _tile_progress(report: _Reporter, step: int, phase: str, done: int, n: int) -> None:
+    """A host-resident step's progress: pass 1 (forward only) is about a third of its work."""
+    report.partial(step, done / n / 3 if phase == "pass 1" else (1 + 2 * done / n) / 3)
 
 
 def _level_warmup(config: RenderConfig, level: int) -> int:
@@ -568,6 +594,10 @@ def render_with_info(
     key = jnp.asarray(saved.key) if saved else jax.random.PRNGKey(config.seed)
     levels_info: list[dict] = list(saved.levels) if saved else []
     x = None
+    work = [  # megapixel-steps per level, for the whole render's progress
+        math.prod(pyramid.output_shape(final_hw, e)) * n / 1e6
+        for e, n in zip(sizes, steps, strict=True)
+    ]
     with stop_on_sigterm() as stop:
         for li, (long_edge, n_steps) in enumerate(zip(sizes, steps, strict=True)):
             if saved and li < saved.level:
@@ -580,7 +610,16 @@ def render_with_info(
             first = resume.step if resume else 0
             losses = list(resume.losses) if resume else []
             report = _Reporter(
-                li, len(sizes), problem.hw, n_steps, tiles, losses, progress, t_start
+                li,
+                len(sizes),
+                problem.hw,
+                n_steps,
+                tiles,
+                losses,
+                progress,
+                t_start,
+                before=sum(work[:li]),
+                total=sum(work),
             )
             run = _LevelRun(li, report, ckpt, stop, key, levels_info)
             # The level starts from a checkpoint, the initial image, or the previous level's

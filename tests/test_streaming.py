@@ -15,6 +15,7 @@ from hiresnst.checkpoint import CheckpointOptions
 from hiresnst.config import RenderConfig
 from hiresnst.model import widths_of
 from hiresnst.optimize import make_optimizer
+from hiresnst.progress import RenderProgress
 from hiresnst.render import make_objective, prepare_inputs, prepare_level, render_with_info
 from hiresnst.streaming import HostState, host_window
 from hiresnst.weights import resolve_weights
@@ -178,3 +179,23 @@ def test_host_gradient_equals_the_untiled_gradient(rng, weights):
         assert terms["content"] > 0.1 * loss
     ref_grad = np.asarray(ref_grad)
     np.testing.assert_allclose(grad, ref_grad, atol=1e-4 * np.abs(ref_grad).max())
+
+
+def test_progress_covers_the_whole_render_tile_by_tile_on_host_levels(rng):
+    """`done` climbs to `total` = Σ steps × pixels over the levels, never backwards; a host-
+    resident level also reports within its steps (each tile batch), and the CLI's display
+    takes every event."""
+    content, style = _images(rng)
+    events = []
+    cfg = _with(state="host", steps=(2, 1))
+    render_with_info(content, [style], cfg, progress=events.append)
+    sizes = {e.level: e.size for e in events}
+    total = sum(h * w * n for (h, w), n in zip(sizes.values(), (2, 1), strict=True)) / 1e6
+    assert all(e.total == pytest.approx(total) for e in events)
+    done = [e.done for e in events]
+    assert done == sorted(done) and done[-1] == pytest.approx(total)
+    within = [e for e in events if 0 < e.step_fraction < 1]
+    assert len(within) >= 2 * 2 * events[0].tiles  # both passes, every batch, every step
+    with RenderProgress(enabled=False) as display:
+        for e in events:
+            display.update(e)
