@@ -60,16 +60,14 @@ class RenderProgress:
         if p.tiles > 1:
             label += f" ({p.tiles} tiles)"
         if self._whole is None and p.levels > 1 and p.total > 0:
-            self._whole = self._bar.add_task(
-                "", total=p.total, level="all scales (MP·steps)", loss="", rate=""
-            )
+            self._whole = self._bar.add_task("", total=100, level="all scales, %", loss="", rate="")
         if p.level not in self._tasks:
             self._tasks[p.level] = self._bar.add_task(
                 "", total=p.steps, level=label, loss="-", rate=""
             )
             self._last = None
         if self._whole is not None:
-            self._bar.update(self._whole, completed=p.done)
+            self._bar.update(self._whole, completed=100 * p.done / p.total)
         loss = "-" if p.loss != p.loss else f"{p.loss:.4g}"  # NaN before the first step
         task = self._tasks[p.level]
         if p.step_fraction:  # part of a host-resident step: move the bar, keep the rate

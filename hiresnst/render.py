@@ -668,6 +668,8 @@ def render_with_info(
             )
             if ckpt:
                 ckpt.save(li + 1, 0, x, state, key, levels_info, [])
+            if problem.host:
+                hstate.unlink_files()  # only the image is needed on, and it stays mapped
             saved = None if saved and li == saved.level else saved
             state = hstate = problem = None  # the next level or the output needs x only
     if x is None:  # every level was done: the newest checkpoint holds the finished image

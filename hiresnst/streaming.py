@@ -22,6 +22,7 @@ its per-step change (1 − β₂ = 10⁻³ of itself) is below bfloat16's resolu
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,6 +104,19 @@ class HostState:
                 _alloc(self.state_dir, "adam_v", shape, np.float32),
             )
         return self._moments
+
+    def unlink_files(self) -> None:
+        """Remove the level's memory-mapped files (in RAM mode there are none), as soon as the
+        render needs only `x` from the level. The arrays stay usable: a mapped file lives on
+        until it is unmapped, so the image can still seed the next level or be written out,
+        and its disk space comes back when the last reference goes. A gigapixel pyramid would
+        otherwise leave 33 B/px of every level behind."""
+        if self.state_dir is None:
+            return
+        for name in ("image", "content", "adam_m", "adam_v"):
+            (self.state_dir / f"{name}.npy").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.state_dir.rmdir()
 
     def opt_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Adam's state as checkpoint leaves."""

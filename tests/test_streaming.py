@@ -61,10 +61,19 @@ def test_host_state_equals_device_state(rng, tmp_path):
     content, style = _images(rng)
     device = render_with_info(content, [style], _with(state="device", steps=5))
     host = render_with_info(content, [style], _with(state="host", steps=5))
+    files: set[str] = set()  # the state's files seen during the render
+
+    def look(_):
+        files.update(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*.npy"))
+
     mapped = render_with_info(
-        content, [style], _with(state="host", steps=5, state_dir=str(tmp_path / "s"))
+        content,
+        [style],
+        _with(state="host", steps=5, state_dir=str(tmp_path / "s")),
+        progress=look,
     )
-    assert (tmp_path / "s" / "level-1" / "adam_v.npy").exists()
+    assert {"s/level-0/adam_v.npy", "s/level-1/adam_m.npy", "s/level-1/image.npy"} <= files
+    assert list((tmp_path / "s").iterdir()) == []  # each level's files go when it is done
     assert host.info["levels"][0]["loss_last"] < 0.5 * host.info["levels"][0]["loss_first"]
     for lv_d, lv_h in zip(device.info["levels"], host.info["levels"], strict=True):
         assert abs(lv_h["loss_first"] - lv_d["loss_first"]) <= 1e-4 * lv_d["loss_first"]
