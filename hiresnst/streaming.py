@@ -13,11 +13,9 @@ or memory-mapped files under `state_dir`), and tile windows stream to the device
 Host memory per output pixel: image 12 B (fp32) + Adam's first moment 6 B (bf16, as optax's
 `mu_dtype`) + its second moment 12 B (fp32) + content 3 B (8-bit) = 33 B, plus one band of
 gradient rows (tile + 2·halo rows) and Adam's working rows; nothing else scales with the image.
-Two roundings differ from the on-device path, both far below what shows in an 8-bit print: the
-content target is the level's content quantised to 8 bits (as the source photo was), and the
-first moment is stored in bfloat16 (Adam's step of the moment itself is computed in fp32, so
-only the carried value is rounded, by at most 2⁻⁹ of itself). The second moment stays fp32:
-its per-step change (1 − β₂ = 10⁻³ of itself) is below bfloat16's resolution.
+The first moment is bfloat16 on the device path too (`optimize.ADAM_MU_DTYPE`); the one
+difference from it is the content target, made from the level's content quantised to 8 bits
+(as the source photo was), far below what shows in a print.
 """
 
 from __future__ import annotations
