@@ -424,7 +424,7 @@ def write_image(
             _encode_tiff(fh, arr, bit_depth, text, dpi)
 
     else:
-        data = _quantize(arr, bit_depth)
+        data = quantize(arr, bit_depth)
         encoder = {"png": _encode_png, "jpeg": _encode_jpeg}[fmt]
 
         def write(fh: BinaryIO) -> None:
@@ -438,7 +438,9 @@ def write_image(
         ) from e
 
 
-def _quantize(arr: np.ndarray, bit_depth: int) -> np.ndarray:
+def quantize(arr: np.ndarray, bit_depth: int) -> np.ndarray:
+    """Float [0, 1] → uint8/uint16 levels: clipped, rounded to the nearest, NaN → 0; a few rows
+    at a time, so a huge image needs no full-size float64 copy."""
     maxval, dtype = (255, np.uint8) if bit_depth == 8 else (65535, np.uint16)
     out = np.empty(arr.shape, dtype)
     step = _rows_per_chunk(arr)
@@ -600,14 +602,14 @@ def _encode_tiff(
         th, tw = TIFF_TILE
         extra["tile"] = TIFF_TILE
         chunks = (
-            _padded(_quantize(arr[y : y + th, x : x + tw], bit_depth), th, tw)
+            _padded(quantize(arr[y : y + th, x : x + tw], bit_depth), th, tw)
             for y in range(0, height, th)
             for x in range(0, width, tw)
         )
     else:  # ~1 MiB strips rather than tifffile's single strip
         rows = max(1, (1 << 20) // (width * 3 * itemsize))
         extra["rowsperstrip"] = rows
-        chunks = (_quantize(arr[y : y + rows], bit_depth) for y in range(0, height, rows))
+        chunks = (quantize(arr[y : y + rows], bit_depth) for y in range(0, height, rows))
     tifffile.imwrite(
         fh,
         data=chunks,
@@ -646,7 +648,7 @@ def write_preview(
     """A downscaled JPEG beside a large output, for viewers that cannot open the original."""
     h, w = image.shape[:2]
     scale = min(1.0, side / max(h, w))
-    small = Image.fromarray(np.clip(np.rint(image * 255), 0, 255).astype(np.uint8))
+    small = Image.fromarray(quantize(image, 8))
     small = small.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.LANCZOS)
     out = preview_path(path)
     write_image(out, np.asarray(small, np.float32) / 255.0, quality=90)

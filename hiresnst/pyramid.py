@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .errors import UserError
+from .imageio import quantize
 
 
 def output_shape(content_hw: tuple[int, int], long_edge: int) -> tuple[int, int]:
@@ -99,9 +100,7 @@ def resize_into(src: np.ndarray, dst: np.ndarray, block: int = RESIZE_BLOCK) -> 
                     out = np.asarray(src[r0 : r0 + rl, c0 : c0 + cl], np.float32)
                 else:
                     out = np.asarray(_resize_block(src, (oh, ow), r0, c0, (bh, bw)))[:rl, :cl]
-                if dst.dtype == np.uint8:
-                    out = np.rint(np.clip(out, 0.0, 1.0) * 255.0)
-                dst[r0 : r0 + rl, c0 : c0 + cl] = out
+                dst[r0 : r0 + rl, c0 : c0 + cl] = quantize(out, 8) if dst.dtype == np.uint8 else out
     return dst
 
 
