@@ -57,14 +57,10 @@ def style_gram_cotangents(
     """∂(style loss)/∂G_l for summed Grams: held constant in a tile's gradient pass.
 
     With these D_l, a tile's surrogate Σ_l ⟨D_l, Σ_core f fᵀ⟩ has the tile's share of the
-    whole image's style gradient as its own gradient.
+    whole image's style gradient as its own gradient. Derived from `style_loss_from_grams`, so
+    the two cannot drift apart.
     """
-    out = {}
-    for name, w in layer_weights.items():
-        n = counts[name]
-        c = grams[name].shape[-1]
-        out[name] = (2.0 * w / (n * c * c)) * (grams[name] / n - targets[name])
-    return out
+    return jax.grad(style_loss_from_grams)(grams, targets, counts, layer_weights)
 
 
 def content_sum(f: jax.Array, target: jax.Array) -> jax.Array:
@@ -151,14 +147,8 @@ def masked_style_gram_cotangents(
     layer_weights: dict[str, float],
 ) -> dict[str, jax.Array]:
     """∂(masked style loss)/∂G_sl, (S, C, C) per layer: held constant in a tile's gradient pass,
-    where the surrogate is Σ_s Σ_l ⟨D_sl, Σ_core m_s f fᵀ⟩."""
-    out = {}
-    for name, w in layer_weights.items():
-        ok, n = _safe_counts(counts[name])
-        c = grams[name].shape[-1]
-        scale = jnp.where(ok, 2.0 * w * blend / (n * c * c), 0.0)[:, None, None]
-        out[name] = scale * (grams[name] / n[:, None, None] - targets[name])
-    return out
+    where the surrogate is Σ_s Σ_l ⟨D_sl, Σ_core m_s f fᵀ⟩. Derived from `masked_style_loss`."""
+    return jax.grad(masked_style_loss)(grams, targets, counts, blend, layer_weights)
 
 
 def masked_content_sum(f: jax.Array, target: jax.Array, m: jax.Array) -> jax.Array:

@@ -92,10 +92,8 @@ def test_masked_style_loss_drops_a_style_with_an_empty_mask(rng):
     assert float(loss) == pytest.approx(ref, rel=1e-6)
     cot = losses.masked_style_gram_cotangents({"l": g}, {"l": a}, counts, blend, {"l": 2.0})
     assert np.all(np.asarray(cot["l"][1]) == 0)
-    grad = jax.grad(
-        lambda gg: losses.masked_style_loss({"l": gg}, {"l": a}, counts, blend, {"l": 2.0})
-    )(g)
-    np.testing.assert_allclose(np.asarray(grad), np.asarray(cot["l"]), rtol=1e-5, atol=1e-7)
+    closed = 2 * 2.0 * 0.25 * (np.asarray(g[0]) / 4 - np.asarray(a[0])) / (4 * 9)
+    np.testing.assert_allclose(np.asarray(cot["l"][0]), closed, rtol=1e-5, atol=1e-7)
 
 
 def test_mask_pyramid_is_floor_average_pooling(rng):
