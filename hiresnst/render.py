@@ -666,14 +666,12 @@ def render_with_info(
                     **({"resumed_at_step": first} if first else {}),
                 }
             )
-            if ckpt:
-                ckpt.save(li + 1, 0, x, state, key, levels_info, [])
+            if ckpt:  # the level's own state, marked finished: a resume moves straight on
+                ckpt.save(li, n_steps, x, state, key, levels_info[:-1], losses)
             if problem.host:
                 hstate.unlink_files()  # only the image is needed on, and it stays mapped
             saved = None if saved and li == saved.level else saved
             state = hstate = problem = None  # the next level or the output needs x only
-    if x is None:  # every level was done: the newest checkpoint holds the finished image
-        x = saved.x
     image = host_array(x)  # clipped in place where it is the host state's own array
     image = np.clip(image, 0.0, 1.0, out=image if image.flags.writeable else None)
     image = image.astype(np.float32, copy=False)
