@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -204,17 +203,10 @@ def _print_pixels(kw: dict[str, Any]) -> tuple[int, int]:
 
 def json_line(record: Any) -> str:
     """Strict JSON on one line: non-finite numbers (a diverged loss) become null."""
-    return json.dumps(_finite(record), sort_keys=True, allow_nan=False, default=str)
+    from .job import json_safe
 
+    return json.dumps(json_safe(record), sort_keys=True, allow_nan=False, default=str)
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _add_subcommands() -> None:

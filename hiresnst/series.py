@@ -70,7 +70,7 @@ from .checkpoint import CheckpointOptions
 from .config import INITS, OutputOptions, RenderConfig
 from .errors import Preempted, UserError
 from .events import Progress
-from .job import RenderJob, run_job
+from .job import RenderJob, json_safe, run_job
 
 try:
     import fcntl
@@ -911,17 +911,6 @@ class SeriesResult:
         return f"{len(self.jobs)} jobs: " + ", ".join(parts) + f" ({self.seconds:.1f} s)"
 
 
-def _finite(value: Any) -> Any:
-    """JSON-safe copy: non-finite floats become None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def _thumb_path(out_dir: Path, sha256: str) -> Path:
     return out_dir / THUMBS_DIR / f"{sha256[:16]}.png"
 
@@ -1004,7 +993,7 @@ def _run_one(
             record["traceback"] = traceback.format_exc(limit=20)
         record.update(status="failed", error=message)
     record["seconds"] = round(time.perf_counter() - t0, 3)
-    return _finite(record), thumb
+    return json_safe(record), thumb
 
 
 def _version() -> str:
