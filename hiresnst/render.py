@@ -120,9 +120,9 @@ def render_with_info(
                 key, sub = jax.random.split(key)
                 image = _initial_image(init, config, inputs, lv.hw, sub)
             state = runner.run(runner.start(image, key, resume))
-            records.append(_level_record(lv, state, resume, time.perf_counter() - t_level))
             if ckpt:  # the level's own state, marked finished: a resume moves straight on
                 level.save(state, runner.arrays(state))
+            records.append(_level_record(lv, state, resume, time.perf_counter() - t_level))
             image = runner.image(state)
             runner.close()
             saved = None if resume else saved

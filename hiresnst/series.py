@@ -67,7 +67,7 @@ from PIL import Image
 from . import contact_sheet, imageio
 from .cache import sha256_file
 from .checkpoint import CheckpointOptions
-from .config import INITS, OutputOptions, RenderConfig
+from .config import INITS, OutputOptions, RenderConfig, setting_types
 from .errors import Preempted, UserError
 from .events import Progress
 from .job import RenderJob, json_safe, run_job
@@ -475,7 +475,7 @@ def _check_key(p: _SpecParser, section: str, key: str, group: int = 0) -> None:
         )
 
 
-_HINTS = typing.get_type_hints(RenderConfig)
+_HINTS = setting_types()
 
 
 def _convert_value(
