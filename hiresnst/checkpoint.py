@@ -17,10 +17,8 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,16 +28,25 @@ import numpy as np
 
 from .errors import UserError
 from .orbax_io import restore_tree, save_tree
+from .signals import Stopped, deferred, last_signal, signal_name
 
 PREFIX = "ckpt-"
 FORMAT = 1
 
 
-class Preempted(Exception):
-    """A stop was requested (SIGTERM); the render saved a checkpoint and stopped."""
+class Preempted(Stopped):
+    """A stop signal arrived during the render, which stopped at its next step after saving a
+    checkpoint in `path` (None: it had nowhere to save one). A `Stopped`, so a series stops too.
+    `signum` defaults to the signal that arrived last (SIGTERM if none)."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(f"stopped by SIGTERM; checkpoint saved in {path}")
+    def __init__(self, path: Path | None, signum: int | None = None) -> None:
+        signum = last_signal() if signum is None else signum
+        saved = (
+            f"checkpoint saved in {path}; run the same command again to resume"
+            if path is not None
+            else "nothing saved; pass --checkpoint-dir to make renders resumable"
+        )
+        super().__init__(signum, f"stopped by {signal_name(signum)}; {saved}")
         self.path = path
 
 
@@ -197,18 +204,8 @@ def restore_opt_state(template: Any, leaves: list[np.ndarray]) -> Any:
     return jax.tree_util.tree_unflatten(treedef, [np.asarray(v) for v in leaves])
 
 
-@contextlib.contextmanager
-def stop_on_sigterm() -> Iterator[threading.Event]:
-    """Within the block, SIGTERM sets the returned event instead of killing the process, so the
-    render can save a checkpoint first. Outside the main thread, signals cannot be caught and
-    the event simply never fires."""
-    event = threading.Event()
-    try:
-        previous = signal.signal(signal.SIGTERM, lambda *_: event.set())
-    except ValueError:
-        yield event
-        return
-    try:
-        yield event
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+def stop_on_sigterm() -> contextlib.AbstractContextManager[threading.Event]:
+    """Within the block, SIGTERM (or Ctrl-C) sets the returned event instead of stopping the
+    process, so the render can save a checkpoint first and raise `Preempted` (see
+    `signals.deferred`). Outside the main thread the event simply never fires."""
+    return deferred()

@@ -456,7 +456,8 @@ def _host_state(
 
 @dataclass
 class _LevelRun:
-    """What the step loops of one level share: progress, and checkpoints on time or SIGTERM."""
+    """What the step loops of one level share: progress, checkpoints on time, and a stop
+    signal's request: a checkpoint if there is somewhere to save one, then `Preempted`."""
 
     level: int
     report: _Reporter
@@ -466,12 +467,13 @@ class _LevelRun:
     levels_info: list[dict]
 
     def wants_checkpoint(self) -> bool:
-        return self.ckpt is not None and (self.stop.is_set() or self.ckpt.due())
+        return self.stop.is_set() or (self.ckpt is not None and self.ckpt.due())
 
     def checkpoint(self, step: int, x: Any, state: Any) -> None:
-        assert self.ckpt is not None
-        losses = self.report.losses
-        path = self.ckpt.save(self.level, step, x, state, self.key, self.levels_info, losses)
+        path = None
+        if self.ckpt is not None:
+            losses = self.report.losses
+            path = self.ckpt.save(self.level, step, x, state, self.key, self.levels_info, losses)
         if self.stop.is_set():
             raise Preempted(path)
 
@@ -549,8 +551,9 @@ def render_with_info(
     """Render and return the image with a record of what was done (settings, losses, times).
 
     With `checkpoint`, the render state is saved every `checkpoint.every` seconds and at the end
-    of each level, a later call with the same settings resumes from the newest checkpoint, and
-    SIGTERM saves one and raises `Preempted`.
+    of each level, and a later call with the same settings resumes from the newest checkpoint.
+    SIGTERM or Ctrl-C during the levels stops the render at its next step with `Preempted`,
+    after saving a checkpoint when there is somewhere to save one.
     """
     t_start = time.perf_counter()
     styles = list(styles)

@@ -67,6 +67,7 @@ from . import contact_sheet, imageio
 from .config import INITS, RenderConfig
 from .errors import UserError
 from .render import Progress, RenderResult, render_with_info
+from .signals import Stopped, signal_name
 
 try:
     import tomllib
@@ -1141,7 +1142,14 @@ def run(
                 continue
             if progress:
                 progress.job_start(job, number, len(todo))
-            record, thumb = _run_one(job, spec, out, progress, shard_s)
+            try:
+                record, thumb = _run_one(job, spec, out, progress, shard_s)
+            except Stopped as e:  # the job's temporary files are gone; finished jobs are kept
+                raise Stopped(
+                    e.signum,
+                    f"stopped by {signal_name(e.signum)} during job {job.name}; run the same "
+                    "command again to render the jobs not done",
+                ) from None
             records = manifest.update(record, order)
         if thumb is not None:
             sheet.add(record["sha256"], thumb)
