@@ -235,6 +235,11 @@ def render(
         state_dir=str(state_dir) if state_dir else None,
     )
     config.validate(len(styles))
+    inputs = [("content", content), *((f"style {i}", s) for i, s in enumerate(styles))]
+    inputs += config.input_files()
+    imageio.refuse_overwriting_inputs(
+        [("-o", output), ("--state-dir", state_dir), ("--checkpoint-dir", checkpoint_dir)], inputs
+    )
     sharding.select_platform(platform)
     multi = sharding.init_distributed(coordinator, num_processes, process_id)
     enable_compilation_cache()
@@ -261,7 +266,11 @@ def render(
         )
     imageio.write_image(output, result.image, metadata=info, dpi=dpi, bit_depth=bit_depth)
     if max(result.image.shape[:2]) > PREVIEW_ABOVE:
-        imageio.write_preview(output, result.image)
+        preview = imageio.preview_path(output)
+        if any(imageio.same_path(preview, p) for _, p in inputs):
+            typer.echo(f"note: no preview written: {preview} is one of the inputs", err=True)
+        else:
+            imageio.write_preview(output, result.image)
     info["output"] = str(output)
     if "resumed_from" in info and not quiet:
         typer.echo(f"resumed from {info['resumed_from']}", err=True)

@@ -193,6 +193,16 @@ class RenderConfig:
         if self.state == "host" and (self.masked or "mrf" in self.style_loss):
             raise UserError("--state host takes no masks and no MRF loss; use --state device")
 
+    def input_files(self) -> list[tuple[str, str]]:
+        """(option, path) of every file these settings read besides the content and styles:
+        masks and an init image, which no output may overwrite."""
+        files = [(f"--style-mask {i}", p) for i, p in self.style_masks]
+        if self.content_mask is not None:
+            files.append(("--content-mask", self.content_mask))
+        if self.init not in INITS:
+            files.append(("--init", self.init))
+        return files
+
     @property
     def masked(self) -> bool:
         return bool(self.style_masks or self.content_mask)

@@ -18,7 +18,7 @@ import struct
 import threading
 import warnings
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -346,6 +346,41 @@ def check_output_path(
             name, f"cannot create files in {directory} ({e.strerror or e}); choose another one"
         ) from e
     return fmt
+
+
+def _path_keys(path: str | os.PathLike[str]) -> list[object]:
+    """What identifies a file: its resolved path (symlinks, `..`), and its (device, inode) when
+    it exists (hard links, bind mounts)."""
+    keys: list[object] = [os.path.realpath(path)]
+    with contextlib.suppress(OSError, ValueError):
+        st = os.stat(path)
+        keys.append((st.st_dev, st.st_ino))
+    return keys
+
+
+def same_path(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name one file."""
+    return bool(set(_path_keys(a)) & set(_path_keys(b)))
+
+
+def refuse_overwriting_inputs(
+    outputs: Iterable[tuple[str, str | os.PathLike[str] | None]],
+    inputs: Iterable[tuple[str, str | os.PathLike[str]]],
+) -> None:
+    """UserError when an output (`(what, path)`; None = not used) is one of the inputs: writing
+    it would destroy that input (`-o photo.png` with photo.png as the content)."""
+    known: dict[object, tuple[str, str | os.PathLike[str]]] = {}
+    for role, path in inputs:
+        for key in _path_keys(path):
+            known.setdefault(key, (role, path))
+    for what, out in outputs:
+        for key in [] if out is None else _path_keys(out):
+            if key in known:
+                role, path = known[key]
+                raise UserError(
+                    f"{what} {os.fspath(out)} is the {role} {os.fspath(path)}; writing it would "
+                    "destroy that input: choose another path"
+                )
 
 
 def _output_format(name: str) -> str:

@@ -1081,6 +1081,21 @@ class _Sheet:
         contact_sheet.write_contact_sheet(self.path, cells, columns=self.spec.columns, title=title)
 
 
+def _refuse_overwriting_inputs(spec: Spec, out: Path) -> None:
+    """No job's output (nor the manifest or contact sheet) may be any job's input: a content
+    `OUT/portrait.png` would be overwritten by a job named `portrait`. All jobs, not a shard's:
+    the other shards write theirs into the same directory."""
+    outputs = [(f"job {j.name}'s output", j.output_path(out)) for j in spec.jobs]
+    outputs += [("the manifest", out / MANIFEST_NAME)]
+    outputs += [("the contact sheet", out / CONTACT_SHEET_NAME)]
+    inputs: list[tuple[str, str | os.PathLike[str]]] = []
+    for j in spec.jobs:
+        inputs += [(f"content of job {j.name}", j.content)]
+        inputs += [(f"style of job {j.name}", s) for s in j.styles]
+        inputs += [(f"{what} of job {j.name}", p) for what, p in j.config.input_files()]
+    imageio.refuse_overwriting_inputs(outputs, inputs)
+
+
 def run(
     spec: Spec | str | os.PathLike[str] | Mapping[str, Any],
     out_dir: str | os.PathLike[str],
@@ -1109,6 +1124,7 @@ def run(
     except OSError as e:
         raise UserError(f"{out}: cannot create the output directory ({e.strerror or e})") from e
     imageio.check_output_path(out / CONTACT_SHEET_NAME)  # writable, before any work
+    _refuse_overwriting_inputs(spec, out)
     jobs = select_shard(spec.jobs, shard_t)
     manifest = Manifest(out)
     order = [j.key for j in spec.jobs]

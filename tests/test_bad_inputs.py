@@ -185,6 +185,67 @@ def output_is_a_directory(ws):
     return run_args(ws)
 
 
+# outputs that are inputs: refused by resolved path or inode, the input untouched
+
+
+def onto(ws: Workspace, flag: str, target: Path, *extra: str) -> Call:
+    """A call whose `flag` (-o, --state-dir, --checkpoint-dir) names `target`, an input."""
+    call = run_args(ws, *extra) if flag != "-o" else run_args(ws, *extra, output=target)
+    if flag != "-o":
+        call.argv += [flag, str(target)]
+    return Call(call.argv, ws.output)
+
+
+@case(r"-o .*content\.png is the content .*content\.png; writing it would destroy")
+def output_is_the_content(ws):
+    return onto(ws, "-o", ws.content)
+
+
+@case(r"-o .* is the style 0 ")
+def output_is_the_style_by_another_name(ws):
+    return onto(ws, "-o", ws.root / "in" / ".." / "in" / "style.png")
+
+
+@case(r"-o .*link\.png is the content")
+def output_is_a_symlink_to_the_content(ws):
+    ws.file("link.png").symlink_to(ws.content)
+    return onto(ws, "-o", ws.file("link.png"))
+
+
+@case(r"-o .*hard\.png is the style 0")
+def output_is_a_hard_link_to_the_style(ws):
+    ws.file("hard.png").hardlink_to(ws.style)
+    return onto(ws, "-o", ws.file("hard.png"))
+
+
+@case(r"-o .* is the --style-mask 0 ")
+def output_is_a_style_mask(ws):
+    mask = B.rgb_png(ws.file("mask.png"))
+    return onto(ws, "-o", mask, "--style-mask", f"0:{mask}")
+
+
+@case(r"-o .* is the --content-mask ")
+def output_is_the_content_mask(ws):
+    mask = B.rgb_png(ws.file("cmask.png"))
+    return onto(ws, "-o", mask, "--content-mask", str(mask))
+
+
+@case(r"-o .* is the --init ")
+def output_is_the_init_image(ws):
+    init = B.rgb_png(ws.file("init.png"))
+    return onto(ws, "-o", init, "--init", str(init))
+
+
+@case(r"--state-dir .* is the content")
+def state_dir_is_the_content(ws):
+    return onto(ws, "--state-dir", ws.content)
+
+
+@case(r"--checkpoint-dir .* is the style 0")
+def checkpoint_dir_is_the_style(ws):
+    return onto(ws, "--checkpoint-dir", ws.style)
+
+
 # options
 
 
@@ -599,3 +660,25 @@ def test_unusual_valid_input_renders(tmp_path, capsys, make, name, mode):
     assert size == ((26, 32) if "rotated" in name else (32, 26))
     assert imageio.read_metadata(out)["weights"]["kind"] == "random"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "out.png"])
+
+
+def test_series_refuses_an_output_that_is_an_input(tmp_path, capsys):
+    """A series writes its contact sheet (and each job's output) into OUT: an input there with
+    that name would be destroyed."""
+    from hiresnst import series
+
+    out = tmp_path / "out"
+    out.mkdir()
+    content = B.rgb_png(out / series.CONTACT_SHEET_NAME)
+    B.rgb_png(tmp_path / "s.png")
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        f'[defaults]\ncontent = "{content}"\nstyle = "s.png"\nsize = 32\nsteps = 1\n'
+        'weights = "random"\n'
+    )
+    data = content.read_bytes()
+    assert main(["series", str(spec), "-o", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "the contact sheet" in err and "is the content" in err
+    assert content.read_bytes() == data
+    assert sorted(p.name for p in out.iterdir()) == [content.name]
