@@ -13,9 +13,11 @@ the newest few are kept.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -26,12 +28,15 @@ from typing import Any
 import jax
 import numpy as np
 
+from . import leftovers
 from .errors import UserError
 from .orbax_io import restore_tree, save_tree
 from .signals import Stopped, deferred, last_signal, signal_name
 
 PREFIX = "ckpt-"
 FORMAT = 1
+#: A checkpoint being built: `.tmp-<tag>-LL-SSSSSSSS` (older versions: `.tmp-<pid>-LL-…`).
+TEMP_DIR = re.compile(rf"^\.tmp-(?:{leftovers.TAG}|\d+)-\d+-\d+$")
 
 
 class Preempted(Stopped):
@@ -99,6 +104,7 @@ class Checkpointer:
         if options.restart:
             for d in self._complete():
                 shutil.rmtree(d, ignore_errors=True)
+        leftovers.clean(self.directory, TEMP_DIR)  # of renders killed while saving
         self._last = time.monotonic()
 
     def _complete(self) -> list[Path]:
@@ -166,10 +172,9 @@ class Checkpointer:
             "opt": {str(i): host_array(leaf) for i, leaf in enumerate(leaves)},
             "key": host_array(key),
         }
-        tmp = self.directory / f".tmp-{os.getpid()}-{level:02d}-{step:08d}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        tmp = self.directory / f".tmp-{leftovers.tag()}-{level:02d}-{step:08d}"
         try:
+            tmp.mkdir()
             save_tree(tmp / "state", tree)
             meta = {
                 "format": FORMAT,
@@ -186,12 +191,48 @@ class Checkpointer:
                 os.fsync(f.fileno())
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            if not isinstance(e, Exception):
+                raise
+            problem = _no_space(e) or (e.strerror if isinstance(e, OSError) else None)
+            if problem is None:
+                raise
+            raise UserError(
+                f"cannot save a checkpoint in {self.directory}: {problem}; free space, raise "
+                "the limit or choose another --checkpoint-dir (older checkpoints are kept)"
+            ) from None
         for old in self._complete()[: -self.options.keep]:
             shutil.rmtree(old, ignore_errors=True)
         return final
+
+
+#: Errors that mean the disk (or a quota or file-size limit) is full, as errno and as the text
+#: that orbax and tensorstore wrap them in.
+NO_SPACE = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large (a file-size limit)",
+}
+_NO_SPACE_TEXT = {
+    "no space left": errno.ENOSPC,
+    "quota exceeded": errno.EDQUOT,
+    "file too large": errno.EFBIG,
+}
+
+
+def _no_space(e: BaseException) -> str | None:
+    """What is full when `e` (or what it wraps) is a full-disk error, else None."""
+    seen = 0
+    while e is not None and seen < 20:
+        if isinstance(e, OSError) and e.errno in NO_SPACE:
+            return NO_SPACE[e.errno]
+        text = str(e).lower()
+        for words, code in _NO_SPACE_TEXT.items():
+            if words in text:
+                return NO_SPACE[code]
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None
 
 
 def restore_opt_state(template: Any, leaves: list[np.ndarray]) -> Any:

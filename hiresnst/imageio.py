@@ -13,7 +13,6 @@ import functools
 import json
 import math
 import os
-import secrets
 import struct
 import threading
 import warnings
@@ -26,6 +25,7 @@ import numpy as np
 import tifffile
 from PIL import Image, ImageCms, ImageFile, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from hiresnst import leftovers
 from hiresnst.errors import UserError
 
 DEFAULT_MAX_PIXELS: int = 1024 * 1024 * 1024 // 4 // 3
@@ -337,6 +337,7 @@ def check_output_path(
         raise _user_error(
             name, f"output directory {directory} is not writable; choose another directory"
         )
+    leftovers.clean(directory, leftovers.TEMP_FILE)  # of writers killed before their rename
     try:
         with _create_temp(directory, os.path.basename(name)) as probe:
             pass
@@ -488,9 +489,11 @@ def quantize(arr: np.ndarray, bit_depth: int) -> np.ndarray:
 
 
 def _create_temp(directory: str, base: str) -> BinaryIO:
-    """Create and open `.<base>.<random>.tmp` exclusively (mode "xb" honours the umask)."""
+    """Create and open `leftovers.temp_file_name(base)` exclusively (mode "xb" honours the
+    umask): hidden, never longer than a file name may be, and removable by a later run if this
+    process is killed before the rename."""
     for _ in range(100):
-        tmp = os.path.join(directory, f".{base[:200]}.{secrets.token_hex(6)}.tmp")
+        tmp = os.path.join(directory, leftovers.temp_file_name(base))
         try:
             return open(tmp, "xb")  # the caller closes it
         except FileExistsError:
@@ -672,9 +675,11 @@ PREVIEW_SIDE = 2048
 
 
 def preview_path(path: str | os.PathLike[str]) -> Path:
-    """`print.tif` → `print.preview.jpg`, beside it."""
+    """`print.tif` → `print.preview.jpg`, beside it (the stem shortened if the name would be
+    too long: a valid output name must not fail after the render for its preview's sake)."""
     p = Path(path)
-    return p.with_name(p.stem + ".preview.jpg")
+    suffix = ".preview.jpg"
+    return p.with_name(leftovers.fit_name(p.stem, leftovers.NAME_MAX - len(suffix)) + suffix)
 
 
 def write_preview(

@@ -47,7 +47,6 @@ import math
 import operator
 import os
 import re
-import secrets
 import shutil
 import socket
 import time
@@ -63,7 +62,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from . import contact_sheet, imageio
+from . import contact_sheet, imageio, leftovers
 from .config import INITS, RenderConfig
 from .errors import UserError
 from .render import Progress, RenderResult, render_with_info
@@ -749,7 +748,7 @@ def select_shard(jobs: Sequence[Job], shard: str | tuple[int, int] | None) -> li
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    tmp = path.with_name(leftovers.temp_file_name(path.name))
     try:
         with open(tmp, "x", encoding="utf-8") as fh:
             fh.write(text)
