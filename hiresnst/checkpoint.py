@@ -16,6 +16,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -86,12 +87,22 @@ def array_sha256(a: np.ndarray) -> str:
     return hashlib.sha256(a.tobytes() + str(a.shape).encode()).hexdigest()
 
 
+def check_every(seconds: float) -> None:
+    """--checkpoint-every: a finite number of seconds ≥ 0 (NaN or inf used to mean, silently,
+    only at level ends)."""
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise UserError(
+            f"--checkpoint-every must be a number of seconds ≥ 0 (0 = every step), got {seconds}"
+        )
+
+
 class Checkpointer:
     """Saves and restores one render's checkpoints in `options.directory`."""
 
     def __init__(self, options: CheckpointOptions, fingerprint: dict[str, Any]) -> None:
-        if options.every < 0 or options.keep < 1:
-            raise UserError("--checkpoint-every must be ≥ 0 seconds and keep at least 1")
+        check_every(options.every)
+        if options.keep < 1:
+            raise UserError(f"checkpoints to keep must be at least 1, got {options.keep}")
         self.options = options
         self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
         self.directory = Path(options.directory)

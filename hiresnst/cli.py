@@ -18,8 +18,10 @@ try:  # typer ≥ 0.20 vendors click; older releases use click itself
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import ClickException, UsageError
 
+from .checkpoint import CheckpointOptions, check_every
 from .config import MAX_SIZE, RenderConfig, parse_layers
 from .errors import UserError
+from .jsonsafe import finite
 from .masks import parse_style_mask
 from .signals import Stopped, stop_signals
 
@@ -170,7 +172,6 @@ def render(
 ) -> None:
     """Render CONTENT in the style of STYLES into OUTPUT."""
     from . import imageio, printsize, sharding
-    from .checkpoint import CheckpointOptions
     from .render import render_with_info
     from .runtime import enable_compilation_cache
 
@@ -208,17 +209,21 @@ def render(
         pooling=pooling,
         style_loss=style_loss,
         mrf_weight=mrf_weight,
-        mrf_layers=parse_layers(mrf_layers, "--mrf-layers") if mrf_layers else D.mrf_layers,
+        mrf_layers=(
+            D.mrf_layers if mrf_layers is None else parse_layers(mrf_layers, "--mrf-layers")
+        ),
         mrf_patches=mrf_patches,
         style_masks=tuple(parse_style_mask(t) for t in style_mask or ()),
         content_mask=str(content_mask) if content_mask else None,
-        content_layers=(
-            parse_layers(content_layers, "--content-layers") if content_layers else D.content_layers
+        content_layers=(  # '' is an error, not the default
+            D.content_layers
+            if content_layers is None
+            else parse_layers(content_layers, "--content-layers")
         ),
-        style_layers=parse_layers(style_layers, "--style-layers")
-        if style_layers
-        else D.style_layers,
-        style_blend=_parse_floats(style_blend, "--style-blend") if style_blend else None,
+        style_layers=(
+            D.style_layers if style_layers is None else parse_layers(style_layers, "--style-layers")
+        ),
+        style_blend=None if style_blend is None else _parse_floats(style_blend, "--style-blend"),
         style_scale=style_scale,
         tile=tile,
         overlap=overlap,
@@ -235,6 +240,7 @@ def render(
         state_dir=str(state_dir) if state_dir else None,
     )
     config.validate(len(styles))
+    check_every(checkpoint_every)
     inputs = [("content", content), *((f"style {i}", s) for i, s in enumerate(styles))]
     inputs += config.input_files()
     imageio.refuse_overwriting_inputs(
@@ -274,8 +280,8 @@ def render(
     info["output"] = str(output)
     if "resumed_from" in info and not quiet:
         typer.echo(f"resumed from {info['resumed_from']}", err=True)
-    if json_out:
-        typer.echo(json.dumps(info, sort_keys=True))
+    if json_out:  # strict JSON: a NaN loss is null, not the NaN token that parsers reject
+        typer.echo(json.dumps(finite(info), sort_keys=True, allow_nan=False, default=str))
     elif not quiet:
         typer.echo(f"wrote {output} ({info['output_size'][0]}×{info['output_size'][1]})", err=True)
 

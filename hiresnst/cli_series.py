@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from .jsonsafe import finite
+
 app = typer.Typer(add_completion=False)
 
 
@@ -54,20 +56,16 @@ def series_command(
     with series.SeriesDisplay(enabled=not quiet) as display:
         result = series.run(parsed, output, shard=shard_t, progress=display)
     if json_out:
-        typer.echo(
-            json.dumps(
-                {
-                    "output": str(output),
-                    "jobs": len(result.jobs),
-                    "rendered": result.rendered,
-                    "skipped": result.skipped,
-                    "busy": result.busy,
-                    "failed": [{"name": n, "error": e} for n, e in result.failed],
-                    "seconds": round(result.seconds, 3),
-                },
-                sort_keys=True,
-            )
-        )
+        summary = {
+            "output": str(output),
+            "jobs": len(result.jobs),
+            "rendered": result.rendered,
+            "skipped": result.skipped,
+            "busy": result.busy,
+            "failed": [{"name": n, "error": e} for n, e in result.failed],
+            "seconds": round(result.seconds, 3),
+        }
+        typer.echo(json.dumps(finite(summary), sort_keys=True, allow_nan=False))
     else:
         typer.echo(f"series: {result.summary()}; manifest in {output}", err=True)
         for name, error in result.failed:
@@ -91,20 +89,17 @@ def _print_plan(planned: list, total: int, shard: str | None, json_out: bool) ->
     if json_out:
         for p in planned:
             job = p.job
+            line = {
+                "index": job.index + 1,
+                "name": job.name,
+                "key": job.key,
+                "status": p.status,
+                "output": job.output_name,
+                "settings": job.settings,
+                "note": p.note,
+            }
             typer.echo(
-                json.dumps(
-                    {
-                        "index": job.index + 1,
-                        "name": job.name,
-                        "key": job.key,
-                        "status": p.status,
-                        "output": job.output_name,
-                        "settings": job.settings,
-                        "note": p.note,
-                    },
-                    sort_keys=True,
-                    ensure_ascii=False,
-                )
+                json.dumps(finite(line), sort_keys=True, ensure_ascii=False, allow_nan=False)
             )
         return
     rows = [("#", "status", "name", "content", "style", "note")]

@@ -20,6 +20,12 @@ from .optimize import OPTIMIZERS
 from .printsize import check_dpi
 
 MAX_SIZE = 131072
+#: Largest loss or layer weight: fp32 holds up to 3.4e38, and a weight times a loss term (and
+#: their gradients) must stay finite there.
+MAX_WEIGHT = 1e30
+#: --overlap beyond this many times the exact halo only adds computation (the exact halo
+#: already makes the tiled objective equal the untiled one).
+MAX_OVERLAP_HALOS = 4
 INITS = ("auto", "content", "noise", "fast")
 METHODS = ("optimize", "fast")
 POOLINGS = ("avg", "max")
@@ -112,6 +118,12 @@ class RenderConfig:
             if value is not None and (not math.isfinite(value) or value < 0):
                 flag = "--" + name.replace("_", "-")
                 raise UserError(f"{flag} must be a finite number ≥ 0, got {value}")
+            if name.endswith("weight") and value is not None and value > MAX_WEIGHT:
+                flag = "--" + name.replace("_", "-")
+                raise UserError(
+                    f"{flag} {value:g} is too large: at most {MAX_WEIGHT:g}, or the loss "
+                    "overflows 32-bit floats (NaN, a black image); scale all weights down together"
+                )
         if self.learning_rate == 0 or self.style_scale == 0:
             raise UserError("--learning-rate and --style-scale must be greater than 0")
         long_edge = max(self.width or 0, self.height or 0) or self.size
@@ -134,6 +146,7 @@ class RenderConfig:
             raise UserError(f"--tile must be ≥ 0 (0 = no tiling), got {self.tile}")
         if self.overlap is not None and self.overlap < 0:
             raise UserError(f"--overlap must be ≥ 0, got {self.overlap}")
+        self._validate_overlap()
         if (self.width is None) != (self.height is None):
             raise UserError("give both --width and --height (or --print), or neither")
         for flag, v in (("--width", self.width), ("--height", self.height)):
@@ -169,6 +182,11 @@ class RenderConfig:
                 raise UserError(f"unknown layer {name!r}; use conv1_1 … conv5_4")
             if not math.isfinite(w) or w < 0:
                 raise UserError(f"layer weight for {name} must be a finite number ≥ 0, got {w}")
+            if w > MAX_WEIGHT:
+                raise UserError(
+                    f"layer weight for {name} is too large ({w:g}): at most {MAX_WEIGHT:g}, or "
+                    "the loss overflows 32-bit floats"
+                )
         if self.style_blend is not None:
             if len(self.style_blend) != n_styles:
                 raise UserError(
@@ -179,6 +197,22 @@ class RenderConfig:
             ):
                 raise UserError("--style-blend weights must be ≥ 0 and not all 0")
         pyramid.steps_per_level(self.steps, self.scales)
+
+    def _validate_overlap(self) -> None:
+        """An overlap far beyond the exact halo buys nothing and would surface later as an
+        out-of-memory error blaming the tile size."""
+        if self.overlap is None or self.style_loss not in STYLE_LOSSES:
+            return
+        for name, _ in (*self.content_layers, *self.style_layers, *self.mrf_layers):
+            if name not in LAYERS or not name.startswith("conv"):
+                return  # reported with its own message below
+        halo = self.loss_spec(self.widths).halo
+        if self.overlap > MAX_OVERLAP_HALOS * halo:
+            raise UserError(
+                f"--overlap {self.overlap} is more than {MAX_OVERLAP_HALOS}× the exact halo of "
+                f"these layers ({halo} px, the default), which already makes tiles exact; "
+                "leave --overlap out or lower it"
+            )
 
     def _validate_style_loss(self, n_styles: int) -> None:
         if self.style_loss not in STYLE_LOSSES:

@@ -27,6 +27,7 @@ from PIL import Image, ImageCms, ImageFile, ImageOps, PngImagePlugin, Unidentifi
 
 from hiresnst import leftovers
 from hiresnst.errors import UserError
+from hiresnst.jsonsafe import finite
 
 DEFAULT_MAX_PIXELS: int = 1024 * 1024 * 1024 // 4 // 3
 """Pillow's own default `Image.MAX_IMAGE_PIXELS` (89,478,485 px), written out so that another
@@ -143,6 +144,8 @@ def _check_input_file(name: str) -> None:
         raise _user_error(name, "no such file; check the path")
     if os.path.isdir(name):
         raise _user_error(name, "is a directory, not an image; give the path of an image file")
+    if not os.path.isfile(name):  # a FIFO or device would block or never end
+        raise _user_error(name, "not a regular file (a pipe or device?); give an image file")
     if os.path.getsize(name) == 0:
         raise _user_error(name, "empty file (0 bytes); give a PNG, JPEG or TIFF")
 
@@ -453,7 +456,12 @@ def write_image(
     height, width = arr.shape[:2]
     _check_write_options(name, fmt, (width, height), bit_depth, dpi, quality)
     # default=str: a stray Path or enum in the metadata must not cost the finished render.
-    text = None if metadata is None else json.dumps(dict(metadata), sort_keys=True, default=str)
+    # finite: strict JSON, a diverged render's NaN losses as null.
+    text = (
+        None
+        if metadata is None
+        else json.dumps(finite(dict(metadata)), sort_keys=True, default=str, allow_nan=False)
+    )
     if fmt == "tiff":  # streamed: quantised one tile or strip at a time, no full-size copy
 
         def write(fh: BinaryIO) -> None:

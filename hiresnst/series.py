@@ -65,6 +65,7 @@ from PIL import Image
 from . import contact_sheet, imageio, leftovers
 from .config import INITS, RenderConfig
 from .errors import UserError
+from .jsonsafe import finite
 from .render import Progress, RenderResult, render_with_info
 from .signals import Stopped, signal_name
 
@@ -272,6 +273,8 @@ class _SpecParser:
 def load_spec(path: str | os.PathLike[str]) -> Spec:
     """Read and expand a spec file; paths in it are relative to its directory."""
     p = Path(path)
+    if p.exists() and not p.is_dir() and not p.is_file():  # a FIFO would block for ever
+        raise UserError(f"{p}: not a regular file (a pipe or device?); give the spec's .toml file")
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -925,17 +928,6 @@ class SeriesResult:
         return f"{len(self.jobs)} jobs: " + ", ".join(parts) + f" ({self.seconds:.1f} s)"
 
 
-def _finite(value: Any) -> Any:
-    """JSON-safe copy: non-finite floats become None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def _render_job(
     job: Job, out_dir: Path, progress: Callable[[Progress], None] | None
 ) -> RenderResult:
@@ -1022,7 +1014,7 @@ def _run_one(
             record["traceback"] = traceback.format_exc(limit=20)
         record.update(status="failed", error=message)
     record["seconds"] = round(time.perf_counter() - t0, 3)
-    return _finite(record), thumb
+    return finite(record), thumb
 
 
 def _version() -> str:

@@ -7,6 +7,7 @@ traceback, no output file and no stray temporary file. The CLI runs in-process t
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 import warnings
@@ -445,6 +446,74 @@ def seed_too_large(ws):
     return run_args(ws, "--seed", str(2**64))
 
 
+@case(r"--style-weight 1e\+308 is too large: at most 1e\+30")
+def style_weight_overflows_fp32(ws):
+    return run_args(ws, "--style-weight", "1e308")
+
+
+@case(r"--tv-weight 1e\+31 is too large")
+def tv_weight_overflows_fp32(ws):
+    return run_args(ws, "--tv-weight", "1e31")
+
+
+@case(r"layer weight for conv4_2 is too large")
+def layer_weight_overflows_fp32(ws):
+    return run_args(ws, "--content-layers", "conv4_2:1e35")
+
+
+@case(r"--content-layers needs layer names")
+def content_layers_empty(ws):
+    return run_args(ws, "--content-layers", "")
+
+
+@case(r"--style-layers needs layer names")
+def style_layers_empty(ws):
+    return run_args(ws, "--style-layers", "")
+
+
+@case(r"--style-blend must be comma-separated numbers")
+def style_blend_empty(ws):
+    return run_args(ws, "--style-blend", "")
+
+
+@case(r"--checkpoint-every must be a number of seconds ≥ 0.*got nan")
+def checkpoint_every_nan(ws):
+    return run_args(ws, "--checkpoint-every", "nan")
+
+
+@case(r"--checkpoint-every must be a number of seconds ≥ 0.*got inf")
+def checkpoint_every_infinite(ws):
+    return run_args(ws, "--checkpoint-every", "inf", "--checkpoint-dir", str(ws.out_dir / "ck"))
+
+
+@case(r"--checkpoint-every must be a number of seconds ≥ 0.*got -1")
+def checkpoint_every_negative(ws):
+    return run_args(ws, "--checkpoint-every", "-1")
+
+
+@case(r"--overlap 100000 is more than 4× the exact halo of these layers \(80 px")
+def overlap_far_beyond_the_halo(ws):
+    return run_args(ws, "--overlap", "100000")
+
+
+@case(r"no such file")
+def path_with_a_newline(ws):
+    """The message quotes the path: it must stay one line (the newline is escaped)."""
+    return run_args(ws, content=ws.file("two\nlines.png"))
+
+
+@case(r"not a regular file")
+def content_is_a_fifo(ws):
+    os.mkfifo(ws.file("pipe.png"))
+    return run_args(ws, content=ws.file("pipe.png"))
+
+
+@case(r"not a regular file")
+def weights_file_is_a_fifo(ws):
+    os.mkfifo(ws.file("pipe.pth"))
+    return run_args(ws, weights=str(ws.file("pipe.pth")))
+
+
 # output size, print and colour options
 
 
@@ -682,3 +751,42 @@ def test_series_refuses_an_output_that_is_an_input(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "the contact sheet" in err and "is the content" in err
     assert content.read_bytes() == data
     assert sorted(p.name for p in out.iterdir()) == [content.name]
+
+
+def _strict(token: str):
+    raise ValueError(f"not JSON: {token}")
+
+
+def test_json_is_strict_when_the_render_diverges(tmp_path, capsys):
+    """Weights and step size at 1e30 overflow the loss to NaN: --json must still print JSON that a
+    strict parser reads (null, not the NaN token), and the output's metadata likewise."""
+    import json
+
+    ws = Workspace(tmp_path)
+    big = ("--learning-rate", "1e30", "--style-weight", "1e30", "--content-weight", "1e30")
+    call = run_args(ws, *big, "--steps", "3", "--json", "-q", weights=str(B.NARROW_PTH))
+    assert main(call.argv) == 0
+    info = json.loads(capsys.readouterr().out, parse_constant=_strict)
+    assert info["levels"][0]["loss_last"] is None
+    json.loads(json.dumps(imageio.read_metadata(call.output)), parse_constant=_strict)
+    assert imageio.read_metadata(call.output)["levels"][0]["loss_last"] is None
+
+
+def test_series_spec_that_is_a_fifo_is_refused_not_read(tmp_path, capsys):
+    import signal
+
+    spec = tmp_path / "spec.toml"
+    os.mkfifo(spec)
+
+    def hung(*_):
+        raise AssertionError("reading the FIFO blocked")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(30)
+    try:
+        code = main(["series", str(spec), "-o", str(tmp_path / "out")])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1 and "not a regular file" in err, err
