@@ -620,6 +620,35 @@ def weights_pickle_runs_code(ws):
     return run_args(ws, weights=str(B.evil_pth(ws.file("evil.pth"), ws.root / "pwned")))
 
 
+@case(r"safetensors file \(header JSON is nested too deeply\)")
+def weights_safetensors_deeply_nested_header(ws):
+    header = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    return run_args(ws, weights=str(B.safetensors_raw(ws.file("deep.safetensors"), header)))
+
+
+@case(r"tensor 'a' has a bad shape \[4611686018427387904")
+def weights_safetensors_absurd_shape(ws):
+    header = {"a": {"dtype": "F32", "shape": [2**62, 2**62, 0], "data_offsets": [0, 0]}}
+    return run_args(ws, weights=str(B.safetensors_raw(ws.file("huge.safetensors"), header)))
+
+
+@case(r"tensor 'a' has a bad shape")
+def weights_safetensors_hundred_dimensions(ws):
+    header = {"a": {"dtype": "F32", "shape": [1] * 100, "data_offsets": [0, 4]}}
+    path = B.safetensors_raw(ws.file("dims.safetensors"), header, b"\0" * 4)
+    return run_args(ws, weights=str(path))
+
+
+@case(r"overlap in the data buffer")
+def weights_safetensors_overlapping_tensors(ws):
+    return run_args(ws, weights=str(_overlapping_weights(ws.file("overlap.safetensors"))))
+
+
+@case(r"corrupt or truncated PyTorch file \(its pickle expands to more than 200,000 objects")
+def weights_pickle_expanding_exponentially(ws):
+    return run_args(ws, weights=str(B.expanding_pth(ws.file("expand.pth"))))
+
+
 @case("is a directory but not an orbax checkpoint")
 def weights_plain_directory(ws):
     return run_args(ws, weights=str(ws.root / "in"))
@@ -628,6 +657,21 @@ def weights_plain_directory(ws):
 @case(r"no VGG19 weights cached in .*hiresnst weights fetch.*--weights random")
 def weights_auto_without_cache(ws):
     return run_args(ws, weights="auto")
+
+
+def _overlapping_weights(path: Path) -> Path:
+    """The narrow VGG19 with every tensor's data offsets pointing at one byte range."""
+    import json
+    import struct
+
+    data = B.FIXTURES.joinpath("vgg19_narrow.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    header.pop("__metadata__", None)
+    biggest = max(e["data_offsets"][1] - e["data_offsets"][0] for e in header.values())
+    for e in header.values():
+        e["data_offsets"] = [0, e["data_offsets"][1] - e["data_offsets"][0]]
+    return B.safetensors_raw(path, header, b"\0" * biggest)
 
 
 def _tree(root: Path) -> dict[str, int]:
@@ -790,3 +834,12 @@ def test_series_spec_that_is_a_fifo_is_refused_not_read(tmp_path, capsys):
         signal.signal(signal.SIGALRM, previous)
     err = capsys.readouterr().err
     assert code == 2 and len(err.splitlines()) == 1 and "not a regular file" in err, err
+
+
+def test_weights_import_refuses_overlapping_tensors_and_caches_nothing(tmp_path, capsys):
+    path = _overlapping_weights(tmp_path / "overlap.safetensors")
+    assert main(["weights", "import", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "overlap in the data buffer" in err, err
+    main(["weights", "info"])
+    assert "no VGG19 weights cached" in capsys.readouterr().out
