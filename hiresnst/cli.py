@@ -246,6 +246,9 @@ def render(
     imageio.refuse_overwriting_inputs(
         [("-o", output), ("--state-dir", state_dir), ("--checkpoint-dir", checkpoint_dir)], inputs
     )
+    for flag, directory in (("--state-dir", state_dir), ("--checkpoint-dir", checkpoint_dir)):
+        if directory is not None:
+            imageio.check_directory(directory, flag)
     sharding.select_platform(platform)
     multi = sharding.init_distributed(coordinator, num_processes, process_id)
     enable_compilation_cache()
@@ -345,6 +348,12 @@ def _main(argv: list[str] | None) -> int:
         if os.environ.get("HIRESNST_DEBUG"):
             raise
         text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if "Unable to initialize backend" in text:  # a platform asked for but not usable here
+            _error(
+                f"the requested JAX platform cannot start here ({text[:200]}); check --platform "
+                "and JAX_PLATFORMS, or use --platform cpu"
+            )
+            return 2
         if "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower():
             _error(
                 f"out of device memory ({text[:200]}); lower --tile or "

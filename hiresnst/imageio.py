@@ -352,6 +352,21 @@ def check_output_path(
     return fmt
 
 
+def check_directory(path: str | os.PathLike[str], what: str) -> None:
+    """UserError unless `path` is, or could be made as, a directory this process can write:
+    it, or its nearest existing ancestor, is a writable directory. Nothing is created (a run
+    refused later for another reason leaves no empty directory behind)."""
+    name = os.fspath(path)
+    probe = os.path.abspath(name)
+    while not os.path.lexists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        where = "is a file" if probe == os.path.abspath(name) else f"is inside a file, {probe}"
+        raise UserError(f"{what} {name} {where}, not a directory; give a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {name}: {probe} is not writable; give a writable directory")
+
+
 def _path_keys(path: str | os.PathLike[str]) -> list[object]:
     """What identifies a file: its resolved path (symlinks, `..`), and its (device, inode) when
     it exists (hard links, bind mounts)."""

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import jax
 
+from .errors import UserError
+from .imageio import check_directory
 from .weights import home_dir
 
 
@@ -24,8 +26,16 @@ def enable_compilation_cache(path: Path | None = None) -> Path:
     A cache entry that cannot be written (a full disk) costs only a recompile next time, so
     JAX's warning about it is not shown: a full disk is reported where it matters, by the
     output or checkpoint that cannot be written."""
-    path = path or home_dir() / "jax-cache"
-    path.mkdir(parents=True, exist_ok=True)
+    if path is None:
+        check_directory(home_dir(), "HIRESNST_HOME (the cache directory)")
+        path = home_dir() / "jax-cache"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(
+            f"cannot create the compilation cache {path} ({e.strerror or e}); point "
+            "HIRESNST_HOME at a writable directory"
+        ) from None
     warnings.filterwarnings("ignore", "Error writing persistent compilation cache entry")
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hiresnst import imageio
+from hiresnst import imageio, sharding
 from hiresnst.cli import main
 
 FAST = ["--size", "32", "--steps", "1", "--weights", "random", "-q"]
@@ -54,6 +54,7 @@ class Workspace:
 class Call:
     argv: list[str]
     output: Path
+    env: dict[str, str] = field(default_factory=dict)  # environment variables to set
 
 
 def run_args(
@@ -514,6 +515,67 @@ def weights_file_is_a_fifo(ws):
     return run_args(ws, weights=str(ws.file("pipe.pth")))
 
 
+# the environment and the places a render writes besides its output
+
+
+@case(r"HIRESNST_HOME \(the cache directory\) .*afile is a file, not a directory")
+def home_is_a_file(ws):
+    (ws.root / "afile").write_text("x")
+    call = run_args(ws)
+    call.env["HIRESNST_HOME"] = str(ws.root / "afile")
+    return call
+
+
+@case(r"HIRESNST_HOME .* is inside a file")
+def home_is_inside_a_file(ws):
+    (ws.root / "afile").write_text("x")
+    call = run_args(ws)
+    call.env["HIRESNST_HOME"] = str(ws.root / "afile" / "cache")
+    return call
+
+
+@case(r"environment variable HIRESNST_NUM_PROCESSES must be a whole number, got 'two'")
+def env_num_processes_not_a_number(ws):
+    call = run_args(ws)
+    call.env["HIRESNST_NUM_PROCESSES"] = "two"
+    return call
+
+
+@case(r"environment variable HIRESNST_PROCESS_ID must be a whole number, got '0.5'")
+def env_process_id_not_a_number(ws):
+    call = run_args(ws)
+    call.env.update(HIRESNST_NUM_PROCESSES="2", HIRESNST_PROCESS_ID="0.5")
+    return call
+
+
+@case(r"HIRESNST_NUM_PROCESSES\) must be ≥ 1, got 0")
+def env_num_processes_zero(ws):
+    call = run_args(ws)
+    call.env["HIRESNST_NUM_PROCESSES"] = "0"
+    return call
+
+
+@case(
+    r"--platform gpu: this JAX has no GPU back end .*pip install 'hiresnst\[cuda\]'.*"
+    r"--platform cpu$",
+    pytest.mark.skipif(bool(sharding.gpu_plugins()), reason="a JAX GPU plugin is installed"),
+)
+def platform_gpu_without_a_gpu(ws):
+    return run_args(ws, "--platform", "gpu")
+
+
+@case(r"--state-dir .*afile is a file, not a directory")
+def state_dir_is_a_file(ws):
+    (ws.root / "afile").write_text("x")
+    return run_args(ws, "--state-dir", str(ws.root / "afile"))
+
+
+@case(r"--checkpoint-dir .* is inside a file")
+def checkpoint_dir_inside_a_file(ws):
+    (ws.root / "afile").write_text("x")
+    return run_args(ws, "--checkpoint-dir", str(ws.root / "afile" / "ck"))
+
+
 # output size, print and colour options
 
 
@@ -695,9 +757,11 @@ def _params() -> list:
 
 
 @pytest.mark.parametrize(("build", "expect", "quiet"), _params())
-def test_bad_input_gives_one_error_line(tmp_path, capsys, build, expect, quiet):
+def test_bad_input_gives_one_error_line(tmp_path, capsys, monkeypatch, build, expect, quiet):
     ws = Workspace(tmp_path)
     call = build(ws)
+    for name, value in call.env.items():
+        monkeypatch.setenv(name, value)
     before = _tree(tmp_path)
     capsys.readouterr()
     with warnings.catch_warnings(record=True) as caught:
