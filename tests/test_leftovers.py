@@ -120,3 +120,32 @@ def test_checkpoint_over_a_file_size_limit_is_one_line(tmp_path):
     assert lines[0].startswith(f"error: cannot save a checkpoint in {ck}: file too large")
     assert list(ck.iterdir()) == []  # the temporary directory is gone
     assert not (tmp_path / "o.png").exists()
+
+
+def test_truncated_checkpoint_is_one_line_in_a_real_process(tmp_path, capsys):
+    """orbax reads the arrays concurrently: after the first read fails, the others call back
+    into its closed event loop, which printed a traceback per read under the message."""
+    from hiresnst.cli import main
+
+    B.rgb_png(tmp_path / "c.png")
+    B.rgb_png(tmp_path / "s.png", 32, 32)
+    ck = tmp_path / "ck"
+    argv = ["render", str(tmp_path / "c.png"), str(tmp_path / "s.png")]
+    argv += ["-o", str(tmp_path / "o.png"), "--size", "32", "--steps", "2", "-q"]
+    argv += ["--weights", str(B.NARROW_PTH), "--checkpoint-dir", str(ck)]
+    assert main(argv) == 0
+    (tmp_path / "o.png").unlink()
+    for f in (ck / sorted(p.name for p in ck.glob("ckpt-*"))[-1] / "state").rglob("*"):
+        if f.is_file() and f.parent.name == "d":
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    proc = subprocess.run(
+        [sys.executable, "-m", "hiresnst.cli", *argv],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])),
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "is corrupt" in lines[0] and "--restart" in lines[0]
