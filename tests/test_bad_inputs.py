@@ -497,10 +497,11 @@ def overlap_far_beyond_the_halo(ws):
     return run_args(ws, "--overlap", "100000")
 
 
-@case(r"no such file")
+@case(r"--state-dir .*afile/two\\nlines is inside a file")
 def path_with_a_newline(ws):
     """The message quotes the path: it must stay one line (the newline is escaped)."""
-    return run_args(ws, content=ws.file("two\nlines.png"))
+    (ws.root / "afile").write_text("x")
+    return run_args(ws, "--state-dir", str(ws.root / "afile" / "two\nlines"))
 
 
 @case(r"not a regular file")
