@@ -15,9 +15,9 @@ from pathlib import Path
 
 import jax
 
+from .cache import home_dir
 from .errors import UserError
 from .imageio import check_directory
-from .weights import home_dir
 
 
 def enable_compilation_cache(path: Path | None = None) -> Path:
@@ -27,7 +27,7 @@ def enable_compilation_cache(path: Path | None = None) -> Path:
     JAX's warning about it is not shown: a full disk is reported where it matters, by the
     output or checkpoint that cannot be written."""
     if path is None:
-        check_directory(home_dir(), "HIRESNST_HOME (the cache directory)")
+        check_directory(home_dir(), "the cache directory (HIRESNST_HOME)")
         path = home_dir() / "jax-cache"
     try:
         path.mkdir(parents=True, exist_ok=True)
