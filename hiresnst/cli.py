@@ -22,7 +22,6 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 
 from .config import MAX_SIZE, OutputOptions, RenderConfig, setting_types, settings_fields
 from .errors import UserError
-from .jsonsafe import finite
 from .signals import Stopped, stop_signals
 
 app = typer.Typer(
@@ -206,7 +205,10 @@ def _print_pixels(kw: dict[str, Any]) -> tuple[int, int]:
 
 def json_line(record: Any) -> str:
     """Strict JSON on one line: non-finite numbers (a diverged loss) become null."""
-    return json.dumps(finite(record), sort_keys=True, allow_nan=False, default=str)
+    from .job import json_safe
+
+    return json.dumps(json_safe(record), sort_keys=True, allow_nan=False, default=str)
+
 
 
 def _add_subcommands() -> None:

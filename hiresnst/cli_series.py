@@ -11,8 +11,6 @@ from pathlib import Path
 
 import typer
 
-from .jsonsafe import finite
-
 app = typer.Typer(add_completion=False)
 
 
@@ -50,6 +48,7 @@ def series_command(
     A failed job is recorded and the others go on; the exit status is then 1.
     """
     from . import series
+    from .job import json_safe
 
     parsed = series.load_spec(spec)
     shard_t = series.parse_shard(shard)
@@ -70,7 +69,7 @@ def series_command(
             "failed": [{"name": n, "error": e} for n, e in result.failed],
             "seconds": round(result.seconds, 3),
         }
-        typer.echo(json.dumps(finite(summary), sort_keys=True, allow_nan=False))
+        typer.echo(json.dumps(json_safe(summary), sort_keys=True, allow_nan=False))
     else:
         typer.echo(f"series: {result.summary()}; manifest in {output}", err=True)
         for name, error in result.failed:
@@ -92,6 +91,8 @@ def series_command(
 
 def _print_plan(planned: list, total: int, shard: str | None, json_out: bool) -> None:
     if json_out:
+        from .job import json_safe
+
         for p in planned:
             job = p.job
             line = {
@@ -104,7 +105,7 @@ def _print_plan(planned: list, total: int, shard: str | None, json_out: bool) ->
                 "note": p.note,
             }
             typer.echo(
-                json.dumps(finite(line), sort_keys=True, ensure_ascii=False, allow_nan=False)
+                json.dumps(json_safe(line), sort_keys=True, ensure_ascii=False, allow_nan=False)
             )
         return
     rows = [("#", "status", "name", "content", "style", "note")]

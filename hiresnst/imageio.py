@@ -28,7 +28,6 @@ from PIL import Image, ImageCms, ImageFile, ImageOps, PngImagePlugin, Unidentifi
 from hiresnst import leftovers
 from hiresnst.config import DEFAULT_MAX_PIXELS
 from hiresnst.errors import UserError
-from hiresnst.jsonsafe import finite
 from hiresnst.printsize import MAX_DPI
 
 """Pillow's own default `Image.MAX_IMAGE_PIXELS` (89,478,485 px), written out so that another
@@ -471,12 +470,7 @@ def write_image(
     height, width = arr.shape[:2]
     _check_write_options(name, fmt, (width, height), bit_depth, dpi, quality)
     # default=str: a stray Path or enum in the metadata must not cost the finished render.
-    # finite: strict JSON, a diverged render's NaN losses as null.
-    text = (
-        None
-        if metadata is None
-        else json.dumps(finite(dict(metadata)), sort_keys=True, default=str, allow_nan=False)
-    )
+    text = None if metadata is None else json.dumps(dict(metadata), sort_keys=True, default=str)
     if fmt == "tiff":  # streamed: quantised one tile or strip at a time, no full-size copy
 
         def write(fh: BinaryIO) -> None:

@@ -4,6 +4,7 @@ its settings in the metadata, a preview beside large outputs, and notes for the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,7 +96,7 @@ def run_job(job: RenderJob, progress: Callable[[Progress], None] | None = None) 
     imageio.write_image(
         job.output,
         result.image,
-        metadata=info,
+        metadata=json_safe(info),  # strict JSON in the file too: a NaN loss is null
         dpi=job.config.dpi,
         bit_depth=options.bit_depth,
         quality=options.quality,
@@ -108,3 +109,14 @@ def run_job(job: RenderJob, progress: Callable[[Progress], None] | None = None) 
             imageio.write_preview(job.output, result.image)
     info["output"] = str(job.output)
     return JobResult(result.image, info, notes)
+
+
+def json_safe(value: Any) -> Any:
+    """A copy that strict JSON can hold: non-finite floats (a diverged loss) become None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

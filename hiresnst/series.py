@@ -69,8 +69,7 @@ from .checkpoint import CheckpointOptions
 from .config import INITS, OutputOptions, RenderConfig
 from .errors import Preempted, UserError
 from .events import Progress
-from .job import RenderJob, run_job
-from .jsonsafe import finite
+from .job import RenderJob, json_safe, run_job
 from .signals import Stopped, signal_name
 
 try:
@@ -914,8 +913,6 @@ class SeriesResult:
         return f"{len(self.jobs)} jobs: " + ", ".join(parts) + f" ({self.seconds:.1f} s)"
 
 
-
-
 def _thumb_path(out_dir: Path, sha256: str) -> Path:
     return out_dir / THUMBS_DIR / f"{sha256[:16]}.png"
 
@@ -998,7 +995,7 @@ def _run_one(
             record["traceback"] = traceback.format_exc(limit=20)
         record.update(status="failed", error=message)
     record["seconds"] = round(time.perf_counter() - t0, 3)
-    return finite(record), thumb
+    return json_safe(record), thumb
 
 
 def _version() -> str:
