@@ -105,6 +105,9 @@ def deferred() -> Iterator[StopRequest]:
     the event set, the signal is raised again after the block, so it is never lost (with the
     process's previous handlers in place: `Stopped` under `stop_signals`, else Python's own)."""
     request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request  # signals reach the main thread only: this request never fires
+        return
     with contextlib.ExitStack() as stack:
         if not any(signal.getsignal(s) is _handler for s in SIGNALS):
             stack.enter_context(_handlers())
