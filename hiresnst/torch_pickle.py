@@ -322,11 +322,11 @@ def _collect(obj: Any, big_endian: bool, file_size: int) -> dict[str, np.ndarray
     budget = {"nodes": MAX_NODES, "bytes": MAX_EXPANSION * file_size + (1 << 20)}
 
     def walk(prefix: str, x: Any, depth: int) -> None:
-        if depth > 8:
-            return
-        budget["nodes"] -= 1
+        budget["nodes"] -= 1  # every call counts, also those that go no deeper
         if budget["nodes"] < 0:
             raise _Problem(f"its pickle expands to more than {MAX_NODES:,} objects")
+        if depth > 8:
+            return
         if isinstance(x, _Tensor):
             budget["bytes"] -= math.prod(x.size) * x.storage.stype.itemsize
             if budget["bytes"] < 0:
