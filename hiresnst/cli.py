@@ -21,7 +21,8 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import ClickException, UsageError
 
 from .config import MAX_SIZE, OutputOptions, RenderConfig, setting_types, settings_fields
-from .errors import Preempted, UserError
+from .errors import UserError
+from .signals import Stopped, stop_signals
 
 app = typer.Typer(
     add_completion=False,
@@ -137,13 +138,14 @@ def render(**kw: Any) -> None:
     """Render CONTENT in the style of STYLES into OUTPUT."""
     from . import job as jobs
     from . import sharding
-    from .checkpoint import CheckpointOptions
+    from .checkpoint import CheckpointOptions, check_every
     from .runtime import enable_compilation_cache
 
     if kw["print_size"] is not None:
         kw["width"], kw["height"] = _print_pixels(kw)
     config = settings_from_options(kw)
     config.validate(len(kw["styles"]))
+    check_every(kw["checkpoint_every"])
     options = OutputOptions(bit_depth=kw["bit_depth"], quality=kw["quality"])
     ckpt = None
     if kw["checkpoint_dir"] is not None:
@@ -221,43 +223,68 @@ _add_subcommands()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the app and return its exit status; user errors become one line and status 2."""
+    """Run the app and return its exit status; user errors become one line and status 2.
+
+    SIGTERM and Ctrl-C stop any phase (see `signals`): one line, status 143 or 130."""
+    with stop_signals():
+        try:
+            return _main(argv)
+        except Stopped as e:  # raised between `_main`'s handlers and here: still one line
+            _error(str(e))
+            return e.exit_status
+
+
+def _error(text: str) -> None:
+    """Print `error: text` as one line: control characters (a newline in a path) are escaped."""
+    typer.echo("error: " + one_line(text), err=True)
+
+
+def one_line(text: str) -> str:
+    """`text` with control characters written as escapes, so a message stays on one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         status = app(args=argv, standalone_mode=False, prog_name="hiresnst")
     except UserError as e:
-        typer.echo(f"error: {e}", err=True)
+        _error(str(e))
         return 2
     except UsageError as e:
         if type(e).__name__ == "NoArgsIsHelpError":
             typer.echo(e.format_message(), err=True)
             return 2
         hint = f" (see '{e.ctx.command_path} --help')" if e.ctx else ""
-        typer.echo(f"error: {e.format_message().splitlines()[0]}{hint}", err=True)
+        _error(f"{e.format_message().splitlines()[0]}{hint}")
         return 2
     except ClickException as e:
-        typer.echo(f"error: {e.format_message().splitlines()[0]}", err=True)
+        _error(e.format_message().splitlines()[0])
         return 2
-    except Preempted as e:
-        typer.echo(f"error: {e}; run the same command again to resume", err=True)
-        return 143
+    except Stopped as e:  # Preempted says where the checkpoint is, or that none was saved
+        _error(str(e))
+        return e.exit_status
     except (typer.Abort, KeyboardInterrupt):
-        typer.echo("error: interrupted", err=True)
+        _error("interrupted")
         return 130
     except Exception as e:  # a bug or an exhausted device, not bad input: still one line
         if os.environ.get("HIRESNST_DEBUG"):
             raise
         text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if "Unable to initialize backend" in text:  # a platform asked for but not usable here
+            _error(
+                f"the requested JAX platform cannot start here ({text[:200]}); check --platform "
+                "and JAX_PLATFORMS, or use --platform cpu"
+            )
+            return 2
         if "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower():
-            typer.echo(
-                f"error: out of device memory ({text[:200]}); lower --tile or "
-                "--tile-batch, or use --precision bf16",
-                err=True,
+            _error(
+                f"out of device memory ({text[:200]}); lower --tile or "
+                "--tile-batch, or use --precision bf16"
             )
         else:
-            typer.echo(
-                f"error: internal error: {type(e).__name__}: {text[:300]} "
-                "(HIRESNST_DEBUG=1 shows the traceback; please report it)",
-                err=True,
+            _error(
+                f"internal error: {type(e).__name__}: {text[:300]} "
+                "(HIRESNST_DEBUG=1 shows the traceback; please report it)"
             )
         return 1
     return status if isinstance(status, int) else 0

@@ -48,6 +48,7 @@ def series_command(
     A failed job is recorded and the others go on; the exit status is then 1.
     """
     from . import series
+    from .job import json_safe
 
     parsed = series.load_spec(spec)
     shard_t = series.parse_shard(shard)
@@ -59,20 +60,16 @@ def series_command(
             parsed, output, shard=shard_t, progress=display, checkpoint_every=checkpoint_every
         )
     if json_out:
-        typer.echo(
-            json.dumps(
-                {
-                    "output": str(output),
-                    "jobs": len(result.jobs),
-                    "rendered": result.rendered,
-                    "skipped": result.skipped,
-                    "busy": result.busy,
-                    "failed": [{"name": n, "error": e} for n, e in result.failed],
-                    "seconds": round(result.seconds, 3),
-                },
-                sort_keys=True,
-            )
-        )
+        summary = {
+            "output": str(output),
+            "jobs": len(result.jobs),
+            "rendered": result.rendered,
+            "skipped": result.skipped,
+            "busy": result.busy,
+            "failed": [{"name": n, "error": e} for n, e in result.failed],
+            "seconds": round(result.seconds, 3),
+        }
+        typer.echo(json.dumps(json_safe(summary), sort_keys=True, allow_nan=False))
     else:
         typer.echo(f"series: {result.summary()}; manifest in {output}", err=True)
         for name, error in result.failed:
@@ -94,22 +91,21 @@ def series_command(
 
 def _print_plan(planned: list, total: int, shard: str | None, json_out: bool) -> None:
     if json_out:
+        from .job import json_safe
+
         for p in planned:
             job = p.job
+            line = {
+                "index": job.index + 1,
+                "name": job.name,
+                "key": job.key,
+                "status": p.status,
+                "output": job.output_name,
+                "settings": job.settings,
+                "note": p.note,
+            }
             typer.echo(
-                json.dumps(
-                    {
-                        "index": job.index + 1,
-                        "name": job.name,
-                        "key": job.key,
-                        "status": p.status,
-                        "output": job.output_name,
-                        "settings": job.settings,
-                        "note": p.note,
-                    },
-                    sort_keys=True,
-                    ensure_ascii=False,
-                )
+                json.dumps(json_safe(line), sort_keys=True, ensure_ascii=False, allow_nan=False)
             )
         return
     rows = [("#", "status", "name", "content", "style", "note")]

@@ -82,8 +82,8 @@ def render_with_info(
 
     With `checkpoint`, the render state is saved every `checkpoint.every` seconds and at the end
     of each level, a later call with the same image settings resumes from the newest
-    checkpoint; SIGTERM stops at the next step with `Preempted` (after saving a checkpoint when
-    there is somewhere to save one).
+    checkpoint; SIGTERM or Ctrl-C stops at the next step with `Preempted` (after saving a
+    checkpoint when there is somewhere to save one).
     """
     t_start = time.perf_counter()
     styles = list(styles)

@@ -47,7 +47,6 @@ import math
 import operator
 import os
 import re
-import secrets
 import shutil
 import socket
 import time
@@ -64,13 +63,14 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from . import contact_sheet, imageio
+from . import contact_sheet, imageio, leftovers
 from .cache import sha256_file
 from .checkpoint import CheckpointOptions
 from .config import INITS, OutputOptions, RenderConfig, setting_types
 from .errors import Preempted, UserError
 from .events import Progress
 from .job import RenderJob, json_safe, run_job
+from .signals import Stopped, signal_name
 
 try:
     import fcntl
@@ -268,6 +268,8 @@ class _SpecParser:
 def load_spec(path: str | os.PathLike[str]) -> Spec:
     """Read and expand a spec file; paths in it are relative to its directory."""
     p = Path(path)
+    if p.exists() and not p.is_dir() and not p.is_file():  # a FIFO would block for ever
+        raise UserError(f"{p}: not a regular file (a pipe or device?); give the spec's .toml file")
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -742,7 +744,7 @@ def select_shard(jobs: Sequence[Job], shard: str | tuple[int, int] | None) -> li
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    tmp = path.with_name(leftovers.temp_file_name(path.name))
     try:
         with open(tmp, "x", encoding="utf-8") as fh:
             fh.write(text)
@@ -1051,6 +1053,20 @@ class _Sheet:
         contact_sheet.write_contact_sheet(self.path, cells, columns=self.spec.columns, title=title)
 
 
+def _refuse_overwriting_inputs(spec: Spec, out: Path) -> None:
+    """No job's output (nor the manifest or contact sheet) may be any job's input: a content
+    `OUT/portrait.png` would be overwritten by a job named `portrait`. All jobs, not a shard's:
+    the other shards write theirs into the same directory."""
+    outputs = [(f"job {j.name}'s output", j.output_path(out)) for j in spec.jobs]
+    outputs += [("the manifest", out / MANIFEST_NAME)]
+    outputs += [("the contact sheet", out / CONTACT_SHEET_NAME)]
+    inputs: list[tuple[str, str | os.PathLike[str]]] = []
+    for j in spec.jobs:
+        files = RenderJob(j.content, j.styles, j.config, j.output_path(out)).inputs()
+        inputs += [(f"input of job {j.name}", p) for p in files]
+    imageio.refuse_overwriting_inputs(outputs, inputs)
+
+
 def run(
     spec: Spec | str | os.PathLike[str] | Mapping[str, Any],
     out_dir: str | os.PathLike[str],
@@ -1083,6 +1099,7 @@ def run(
     except OSError as e:
         raise UserError(f"{out}: cannot create the output directory ({e.strerror or e})") from e
     imageio.check_output_path(out / CONTACT_SHEET_NAME)  # writable, before any work
+    _refuse_overwriting_inputs(spec, out)
     jobs = select_shard(spec.jobs, shard_t)
     manifest = Manifest(out)
     order = [j.key for j in spec.jobs]
@@ -1116,7 +1133,15 @@ def run(
                 continue
             if progress:
                 progress.job_start(job, number, len(todo))
-            record, thumb = _run_one(job, spec, out, progress, shard_s, checkpoint_every)
+            try:
+                record, thumb = _run_one(job, spec, out, progress, shard_s, checkpoint_every)
+            except Stopped as e:  # the job's temporary files are gone; finished jobs are kept
+                saved = "its checkpoint is saved; " if getattr(e, "path", None) else ""
+                raise Stopped(
+                    e.signum,
+                    f"stopped by {signal_name(e.signum)} during job {job.name}; {saved}run the "
+                    "same command again to continue (finished jobs are kept)",
+                ) from None
             records = manifest.update(record, order)
         if thumb is not None:
             sheet.add(record["sha256"], thumb)
