@@ -22,6 +22,7 @@ from .checkpoint import Preempted
 from .config import MAX_SIZE, RenderConfig, parse_layers
 from .errors import UserError
 from .masks import parse_style_mask
+from .watch import WatchOptions
 
 D = RenderConfig()  # the CLI's defaults are the API's
 PREVIEW_ABOVE = 4096  # outputs with a longer edge get a *.preview.jpg beside them
@@ -165,6 +166,31 @@ def render(
     ),
     checkpoint_every: float = typer.Option(300.0, help="Seconds between checkpoints."),
     restart: bool = typer.Option(False, help="Ignore existing checkpoints and start over."),
+    log_every: int = typer.Option(
+        50,
+        help="When stderr is not a terminal: a progress line every N steps of a level, at each "
+        "level's end and at least every minute (0: only those).",
+    ),
+    save_every: int | None = typer.Option(
+        None,
+        help="Write snapshots NAME.step-NNNNN.jpg (≤ 2048 px; N counts the whole render's "
+        "steps) every N steps of a level and at each level's end.",
+    ),
+    serve: str | None = typer.Option(
+        None,
+        help="[HOST:]PORT: serve a live page of the render (snapshot, loss curves, ETA); "
+        "127.0.0.1 unless HOST is given.",
+    ),
+    serve_token: str | None = typer.Option(
+        None,
+        envvar="HIRESNST_SERVE_TOKEN",
+        help="Token the live page asks for; needed to serve beyond 127.0.0.1.",
+    ),
+    zoom: str | None = typer.Option(
+        None,
+        help="Also write a zoomable pyramid: dzi (NAME.dzi, NAME_files/, NAME.html viewer), "
+        "tiff (NAME.pyramid.tif, tiled with SubIFD levels), or dzi,tiff.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON line with the results."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
@@ -173,6 +199,7 @@ def render(
     from .checkpoint import CheckpointOptions
     from .render import render_with_info
     from .runtime import enable_compilation_cache
+    from .watch import Watch
 
     if print_size is not None:
         if dpi is None:
@@ -189,6 +216,7 @@ def render(
         raise UserError(f"--bit-depth must be 8 or 16, got {bit_depth}")
     out_size = (width, height) if width and height else None
     imageio.check_output_path(output, size=out_size, bit_depth=bit_depth, dpi=dpi)
+    watching = WatchOptions.parse(log_every, save_every, serve, serve_token, zoom)
     config = RenderConfig(
         size=size,
         steps=_parse_steps(steps),
@@ -238,14 +266,12 @@ def render(
     sharding.select_platform(platform)
     multi = sharding.init_distributed(coordinator, num_processes, process_id)
     enable_compilation_cache()
-    from .progress import RenderProgress
-
     main_process = sharding.is_main_process()
     ckpt = None
     if checkpoint_dir is not None:
         ckpt = CheckpointOptions(checkpoint_dir, every=checkpoint_every, restart=restart)
-    with RenderProgress(enabled=not quiet and main_process) as bar:
-        result = render_with_info(content, styles, config, progress=bar.update, checkpoint=ckpt)
+    with Watch(watching, output, display=not quiet, enabled=main_process) as watch:
+        result = render_with_info(content, styles, config, progress=watch.update, checkpoint=ckpt)
     if not main_process:
         return
     info = result.info
@@ -262,7 +288,10 @@ def render(
     imageio.write_image(output, result.image, metadata=info, dpi=dpi, bit_depth=bit_depth)
     if max(result.image.shape[:2]) > PREVIEW_ABOVE:
         imageio.write_preview(output, result.image)
+    zoomed = watch.write_zoom(result.image, info, dpi)
     info["output"] = str(output)
+    if zoomed:
+        info["zoom"] = [str(p) for p in zoomed]
     if "resumed_from" in info and not quiet:
         typer.echo(f"resumed from {info['resumed_from']}", err=True)
     if json_out:

@@ -49,6 +49,7 @@ from .objective import (
 from .optimize import Step, make_optimizer, make_step
 from .printsize import apply_fit, fit_to_print
 from .sharding import host_array, host_scalar, make_mesh, replicate
+from .snapshot import preview
 from .streaming import HostState, host_adam_step, host_grams
 from .tiling import round_up
 from .weights import resolve_weights
@@ -68,6 +69,14 @@ class Progress:
     """One optimiser step (or, on host-resident levels, part of one: `step_fraction` of step
     `step` + 1 is done), reported to the progress callback. `done` and `total` are the whole
     render's work in megapixel-steps (Σ over levels of steps × pixels), for an ETA of all of it.
+
+    `terms` are the loss's parts (content, style, tv, mrf; empty for L-BFGS), `steps_before`
+    the optimiser steps of the levels before this one. `image(max_side)` returns the current
+    image as uint8 H×W×3 no longer than `max_side` px (see `snapshot.preview`): read by strided
+    subsampling of the render's own state, so it is cheap even at a gigapixel level, and only
+    valid during the callback (the next step overwrites the state). On device levels it is up
+    to one step ahead of `step` (losses are read a step late so the device never waits); on
+    host-resident levels, during a step (`step_fraction` > 0), rows are partly updated.
     """
 
     level: int
@@ -81,6 +90,9 @@ class Progress:
     done: float = 0.0
     total: float = 0.0
     step_fraction: float = 0.0
+    terms: dict[str, float] = field(default_factory=dict)
+    steps_before: int = 0
+    image: Callable[[int], np.ndarray] | None = None
 
 
 @dataclass
@@ -98,10 +110,21 @@ class _Reporter:
     t_start: float
     before: float = 0.0  # megapixel-steps of the levels before this one
     total: float = 0.0  # megapixel-steps of the whole render
+    steps_before: int = 0  # optimiser steps of the levels before this one
+    terms: dict[str, float] = field(default_factory=dict)
+    state: Any = None  # the level's current image (device array or host array), for `image`
 
-    def __call__(self, step: int, loss: jax.Array) -> None:
+    def __call__(self, step: int, loss: jax.Array, terms: dict | None = None) -> None:
         self.losses.append(host_scalar(loss))
+        self.terms = {k: host_scalar(v) for k, v in (terms or {}).items()}
         self._send(step, 0.0)
+
+    def watch(self, x: Any) -> None:
+        """The image that `Progress.image` reads from now on."""
+        self.state = x
+
+    def _image(self, max_side: int) -> np.ndarray:
+        return preview(self.state, max_side)
 
     def partial(self, step: int, fraction: float) -> None:
         """Step `step` + 1 is `fraction` done."""
@@ -123,6 +146,9 @@ class _Reporter:
                     self.before + (step + fraction) * mp,
                     self.total,
                     fraction,
+                    dict(self.terms),
+                    self.steps_before,
+                    None if self.state is None else self._image,
                 )
             )
 
@@ -479,17 +505,19 @@ class _LevelRun:
 def _device_level(run: _LevelRun, step: Step, params, targets, x, state, first: int, n: int):
     """Jitted steps; each loss is read one step late so the device never waits for the host."""
     pending = None
+    run.report.watch(x)
     for i in range(first, n):
-        x, state, loss, _ = step(params, targets, x, state)
+        x, state, loss, terms = step(params, targets, x, state)
+        run.report.watch(x)  # the previous x was donated to the step
         if pending is not None:
-            run.report(i, pending)
-        pending = loss
+            run.report(i, *pending)
+        pending = loss, terms
         if run.wants_checkpoint():
-            run.report(i + 1, pending)
+            run.report(i + 1, *pending)
             pending = None
             run.checkpoint(i + 1, x, state)
     if pending is not None:
-        run.report(n, pending)
+        run.report(n, *pending)
     return x, state
 
 
@@ -506,8 +534,9 @@ def _host_level(
     """Adam steps with the image and its state in host memory, tiles streamed to the device."""
     plan = problem.plan
     assert plan is not None
+    run.report.watch(hstate.x)
     for i in range(first, n):
-        loss, _ = host_adam_step(
+        loss, terms = host_adam_step(
             params,
             spec,
             plan.grid,
@@ -518,7 +547,7 @@ def _host_level(
             _level_warmup(config, run.level),
             partial(_tile_progress, run.report, i),
         )
-        run.report(i + 1, loss)
+        run.report(i + 1, loss, terms)
         if run.wants_checkpoint():
             run.checkpoint(i + 1, hstate.x, hstate.opt_state())
     return hstate
@@ -620,6 +649,7 @@ def render_with_info(
                 t_start,
                 before=sum(work[:li]),
                 total=sum(work),
+                steps_before=sum(steps[:li]),
             )
             run = _LevelRun(li, report, ckpt, stop, key, levels_info)
             # The level starts from a checkpoint, the initial image, or the previous level's
