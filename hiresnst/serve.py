@@ -373,6 +373,7 @@ async function tick() {
   }
   timer = setTimeout(tick, delay);
 }
+$("shot").addEventListener("load", () => { $("shot").dataset.loaded = $("shot").naturalWidth; });
 tick();
 </script></body></html>
 """

@@ -247,8 +247,9 @@ def viewer_html(
 ) -> str:
     """A page that shows the pyramid with OpenSeadragon, needing nothing but its tile folder.
 
-    The view can be set from the address: `#x=0.5&y=0.5&zoom=8` (centre as fractions of the
-    width, zoom as the image's width over the window's: 1 fits the width)."""
+    The view can be set from the address: `#x=0.5&y=0.5&zoom=1` (centre as fractions of the
+    width and height, zoom in screen pixels per image pixel: 1 shows the full resolution);
+    the page's `data-view` holds the visible image rectangle (x,y,w,h in image pixels)."""
     script, licence = openseadragon()
     source = {
         "Image": {
@@ -277,8 +278,8 @@ def viewer_html(
 <script>
 "use strict";
 const viewer = OpenSeadragon({{
-  id: "view", tileSources: {json.dumps(source)}, showNavigationControl: false,
-  maxZoomPixelRatio: 4, visibilityRatio: 0.5, immediateRender: false,
+  id: "view", tileSources: {json.dumps(source)}, showNavigationControl: false, drawer: "canvas",
+  maxZoomPixelRatio: 4, visibilityRatio: 0.5, preserveImageSizeOnResize: true,
   imageLoaderLimit: 8, animationTime: 0.6
 }});
 window.hiresnstViewer = viewer;
@@ -286,11 +287,20 @@ function applyHash() {{
   const p = new URLSearchParams(location.hash.slice(1));
   if (!p.has("zoom")) return;
   const vp = viewer.viewport, x = +p.get("x") || 0.5, y = +p.get("y") || 0.5;
-  vp.zoomTo(+p.get("zoom"), null, true);
+  vp.zoomTo(vp.imageToViewportZoom(+p.get("zoom")), null, true);
   vp.panTo(new OpenSeadragon.Point(x, y * {h / w!r}), true);
 }}
+let moved = false;  // the address's view holds through window resizes until the user moves
 viewer.addHandler("open", applyHash);
+viewer.addHandler("resize", () => moved || applyHash());
+for (const e of ["canvas-press", "canvas-scroll", "canvas-key"]) {{
+  viewer.addHandler(e, () => {{ moved = true; }});
+}}
 window.addEventListener("hashchange", applyHash);
+viewer.addHandler("update-viewport", () => {{
+  const vp = viewer.viewport, r = vp.viewportToImageRectangle(vp.getBounds(true));
+  document.body.dataset.view = [r.x, r.y, r.width, r.height].map((v) => v.toFixed(2)).join(",");
+}});
 </script></body></html>
 """
 
