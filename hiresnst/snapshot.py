@@ -37,24 +37,43 @@ def preview(image: Any, max_side: int = SNAPSHOT_SIDE) -> np.ndarray:
 
     The image is sampled every `stride` px, where the stride leaves at most 2·max_side px per
     side, band by band (a memory-mapped state is read only at the sampled rows; a device array
-    is sliced on the device and only the samples cross to the host), then resized."""
+    is sliced on the device and only the samples cross to the host); each band is halved (2×2
+    means) when that still covers the output size, and the grid resized to fit. So the only
+    arrays made are a band's samples and a grid of at most (2·max_side)² px, at any level size
+    (a 4096² level: a 2048² grid)."""
     if max_side < 1:
         raise ValueError(f"max_side must be ≥ 1, got {max_side}")
     image = _addressable(image)
     h, w = image.shape[:2]
     stride = max(1, math.ceil(max(h, w) / (2 * max_side)))
     sh, sw = -(-h // stride), -(-w // stride)
-    grid = np.empty((sh, sw, 3), np.uint8)
-    band = max(1, BAND_SAMPLES // sw)
+    scale = min(1.0, max_side / max(h, w))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    halved = -(-max(sh, sw) // 2) >= max(size)  # only while it stays at least the output size
+    grid = np.empty((-(-sh // 2), -(-sw // 2), 3) if halved else (sh, sw, 3), np.uint8)
+    band = max(2, BAND_SAMPLES // sw // 2 * 2)  # even: halving pairs rows within a band
     for r0 in range(0, sh, band):
         r1 = min(sh, r0 + band)
         block = np.asarray(image[r0 * stride : r1 * stride : stride, ::stride])
-        grid[r0:r1] = block if block.dtype == np.uint8 else imageio.quantize(block, 8)
-    scale = min(1.0, max_side / max(h, w))
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    if size == (sw, sh):
+        block = block if block.dtype == np.uint8 else imageio.quantize(block, 8)
+        if halved:
+            grid[r0 // 2 : -(-r1 // 2)] = halve(block)
+        else:
+            grid[r0:r1] = block
+    if size == grid.shape[1::-1]:
         return grid
     return np.asarray(Image.fromarray(grid).resize(size, Image.LANCZOS))
+
+
+def halve(rows: np.ndarray) -> np.ndarray:
+    """uint8 2×2 means, rounded; an odd last row or column is paired with itself."""
+    if rows.shape[0] % 2:
+        rows = np.concatenate([rows, rows[-1:]])
+    if rows.shape[1] % 2:
+        rows = np.concatenate([rows, rows[:, -1:]], axis=1)
+    s = rows.astype(np.uint16)
+    s = s[0::2, 0::2] + s[1::2, 0::2] + s[0::2, 1::2] + s[1::2, 1::2]
+    return ((s + 2) >> 2).astype(np.uint8)
 
 
 def _addressable(image: Any) -> Any:

@@ -36,6 +36,7 @@ from PIL import Image
 
 from . import imageio
 from .errors import UserError
+from .snapshot import halve
 
 ZOOM_KINDS = ("dzi", "tiff")
 DZI_TILE = 254
@@ -74,17 +75,6 @@ def _source_rows(src: Any, r0: int, r1: int) -> np.ndarray:
     if block.dtype == np.uint8:
         return np.array(block[..., :3])
     return imageio.quantize(block[..., :3], 8)
-
-
-def _halve(rows: np.ndarray) -> np.ndarray:
-    """2×2 means, rounded; an odd last row or column is paired with itself."""
-    if rows.shape[0] % 2:
-        rows = np.concatenate([rows, rows[-1:]])
-    if rows.shape[1] % 2:
-        rows = np.concatenate([rows, rows[:, -1:]], axis=1)
-    s = rows.astype(np.uint16)
-    s = s[0::2, 0::2] + s[1::2, 0::2] + s[0::2, 1::2] + s[1::2, 1::2]
-    return ((s + 2) >> 2).astype(np.uint8)
 
 
 def _check_source(src: Any) -> tuple[int, int]:
@@ -136,13 +126,13 @@ class _DziLevel:
             even = len(rows) // 2 * 2
             self.odd = rows[even:] if even < len(rows) else None
             if even:
-                self.below.push(_halve(rows[:even]))
+                self.below.push(halve(rows[:even]))
 
     def finish(self) -> None:
         self._write_ready()
         if self.below is not None:
             if self.odd is not None:
-                self.below.push(_halve(self.odd))
+                self.below.push(halve(self.odd))
             self.below.finish()
 
     def _write_ready(self) -> None:
@@ -358,7 +348,7 @@ def _tiles(
     for r0 in range(0, h, tile):
         band = read(r0, min(h, r0 + tile))
         if reduced is not None:
-            reduced.append(_halve(band))
+            reduced.append(halve(band))
         for c0 in range(0, w, tile):
             part = band[:, c0 : c0 + tile]
             if part.shape[:2] != (tile, tile):

@@ -136,12 +136,14 @@ def test_preview_subsamples_memmaps_and_device_arrays_without_a_full_copy(tmp_pa
     tracemalloc.stop()
     assert small.shape == (100, 60, 3) and small.dtype == np.uint8
     assert peak < image.nbytes / 10  # 29 MB image; a full copy (or a row band) would pass that
-    grid = imageio.quantize(np.asarray(image[::10, ::10]), 8)  # stride 10: ≤ 2 × 100 px
-    expect = np.asarray(Image.fromarray(grid).resize((60, 100), Image.LANCZOS))
+    expect = snapshot.halve(imageio.quantize(np.asarray(image[::10, ::10]), 8))  # stride 10
     np.testing.assert_array_equal(small, expect)
     np.testing.assert_array_equal(snapshot.preview(jnp.asarray(image), 100), expect)
     whole = snapshot.preview(np.asarray(image[:40, :30]), 100)  # smaller than asked: as is
     np.testing.assert_array_equal(whole, imageio.quantize(np.asarray(image[:40, :30]), 8))
+    odd = snapshot.preview(np.asarray(image[:301, :177]), 100)  # stride 2; halving: too small
+    grid = imageio.quantize(np.asarray(image[:301:2, :177:2]), 8)
+    np.testing.assert_array_equal(odd, Image.fromarray(grid).resize((59, 100), Image.LANCZOS))
 
 
 BASE = RenderConfig(size=48, steps=3, scales=1, weights="random", widths=NARROW, seed=1, tile=32)
