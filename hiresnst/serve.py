@@ -14,6 +14,7 @@ import hmac
 import html
 import ipaddress
 import json
+import math
 import re
 import socket
 import threading
@@ -123,7 +124,7 @@ class LiveState:
                     "size": [int(snap.size[1]), int(snap.size[0])],
                 },
             }
-            return json.dumps(body, allow_nan=False, default=_finite).encode()
+            return json.dumps(_finite(body), allow_nan=False).encode()
 
     def snapshot_jpeg(self) -> bytes | None:
         with self._lock:
@@ -131,7 +132,14 @@ class LiveState:
 
 
 def _finite(value: Any) -> Any:
-    return None
+    """JSON has no NaN or infinity (a diverging render has them): those become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 class _Server(ThreadingHTTPServer):

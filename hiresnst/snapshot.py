@@ -10,7 +10,9 @@ The stride aliases fine detail a little; for watching a render form, that is the
 from __future__ import annotations
 
 import io
+import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,12 +26,14 @@ from . import imageio
 
 #: Longest side of a snapshot (as the output's *.preview.jpg).
 SNAPSHOT_SIDE = imageio.PREVIEW_SIDE
-#: Samples per band of rows read from the state (bounds the temporaries at any width).
-BAND_SAMPLES = 1 << 20
+#: Pixels per band of rows read from the state (bounds the temporaries at any width: the
+#: quantiser's float64 copies of a band are 6 MB).
+BAND_SAMPLES = 1 << 18
 #: The live page's snapshots (without --save-every) come at most this often, and at most every
 #: LIVE_COST_FACTOR times their own cost, so they take ≤ 1/LIVE_COST_FACTOR of a render.
 LIVE_MIN_SECONDS = 2.0
 LIVE_COST_FACTOR = 20
+JPEG_QUALITY = 90
 
 
 def preview(image: Any, max_side: int = SNAPSHOT_SIDE) -> np.ndarray:
@@ -89,10 +93,14 @@ def snapshot_path(output: str | Path, step: int) -> Path:
     return p.with_name(f"{p.stem}.step-{step:05d}.jpg")
 
 
-def encode_jpeg(pixels: np.ndarray, quality: int = 90) -> bytes:
-    """A plain JPEG of uint8 pixels (the live page's in-memory snapshots)."""
+def encode_jpeg(pixels: np.ndarray, metadata: dict[str, Any] | None = None) -> bytes:
+    """A JPEG of uint8 pixels, sRGB-tagged, with `metadata` as JSON in its comment (where
+    `imageio.read_metadata` finds it): straight from the 8-bit grid, no float copy."""
     buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG", quality=quality)
+    extra = {} if metadata is None else {"comment": json.dumps(metadata, sort_keys=True)}
+    Image.fromarray(pixels).save(
+        buf, format="JPEG", quality=JPEG_QUALITY, icc_profile=imageio.srgb_icc(), **extra
+    )
     return buf.getvalue()
 
 
@@ -179,8 +187,8 @@ class Snapshots:
                     "terms": p.terms,
                 },
             }
-            imageio.write_image(path, pixels.astype(np.float32) / 255.0, metadata=meta, quality=90)
-            jpeg = path.read_bytes()
+            jpeg = encode_jpeg(pixels, meta)
+            imageio.atomic_write(os.fspath(path), lambda fh: fh.write(jpeg))
             self.written.append(path)
         else:
             jpeg = encode_jpeg(pixels)

@@ -23,6 +23,7 @@ import math
 import os
 import secrets
 import shutil
+import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -206,7 +207,8 @@ def write_dzi(
     shutil.rmtree(old, ignore_errors=True)
     descriptor = dzi_descriptor(h, w, fmt, tile, overlap)
     _write_text(dzi, descriptor)
-    _write_text(page, viewer_html(files.name + "/", h, w, fmt, tile, overlap, title or dzi.stem))
+    url = urllib.parse.quote(files.name) + "/"
+    _write_text(page, viewer_html(url, h, w, fmt, tile, overlap, title or dzi.stem))
     return dzi, files, page
 
 
@@ -253,6 +255,7 @@ def viewer_html(
     }
     safe_title = html.escape(title)
     licence_comment = licence.replace("-->", "- ->")
+    source_json = json.dumps(source).replace("<", "\\u003c")  # no "</script>" from a name
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -268,7 +271,7 @@ def viewer_html(
 <script>
 "use strict";
 const viewer = OpenSeadragon({{
-  id: "view", tileSources: {json.dumps(source)}, showNavigationControl: false, drawer: "canvas",
+  id: "view", tileSources: {source_json}, drawer: "canvas", showNavigationControl: false,
   maxZoomPixelRatio: 4, visibilityRatio: 0.5, preserveImageSizeOnResize: true,
   imageLoaderLimit: 8, animationTime: 0.6
 }});

@@ -225,6 +225,9 @@ def test_live_server_serves_only_its_render_and_asks_for_a_token():
         status = json.loads(_get(url + "status.json")[1])
         assert status["step"] == 3 and status["history"] == [[3, 0, 5.0, {"style": 2.0}]]
         assert status["snapshot"]["seq"] == 1 and _get(url + "snapshot.jpg")[1] == b"JPEG"
+        state.update(_event(step=4, loss=float("inf"), terms={"style": float("nan")}))
+        status = json.loads(_get(url + "status.json")[1])  # strict JSON: no NaN or Infinity
+        assert status["loss"] is None and status["history"][-1] == [4, 0, None, {"style": None}]
         for path in ("../README.md", "%2e%2e/etc/passwd", "out.png", "status.json/.."):
             assert _get(url + path)[0] == 404
         assert _get(url, {"Host": "evil.example:80"})[0] == 403  # DNS rebinding
