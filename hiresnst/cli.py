@@ -23,7 +23,6 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 
 from .config import MAX_SIZE, OutputOptions, RenderConfig, setting_types, settings_fields
 from .errors import Preempted, UserError
-from .watch import WatchOptions
 
 app = typer.Typer(
     add_completion=False,
@@ -182,6 +181,8 @@ def render(**kw: Any) -> None:
     config = settings_from_options(kw)
     config.validate(len(kw["styles"]))
     options = OutputOptions(bit_depth=kw["bit_depth"], quality=kw["quality"])
+    from .watch import Watch, WatchOptions
+
     watching = WatchOptions.parse(
         kw["log_every"], kw["save_every"], kw["serve"], kw["serve_token"], kw["zoom"]
     )
@@ -201,8 +202,6 @@ def render(**kw: Any) -> None:
         typer.echo(json_line(plan.as_json()) if kw["json_out"] else plan.table())
         return
     enable_compilation_cache()
-    from .watch import Watch
-
     main_process = sharding.is_main_process()
     with Watch(watching, job.output, display=not kw["quiet"], enabled=main_process) as watch:
         result = jobs.run_job(job, progress=watch.update)

@@ -16,7 +16,6 @@ from .errors import UserError
 from .logprogress import LineLog
 from .serve import LiveServer, LiveState, is_loopback, parse_serve
 from .snapshot import Snapshots
-from .zoom import parse_zoom, pyramid_tiff_path, write_dzi, write_pyramid_tiff
 
 DEFAULT_LOG_EVERY = 50
 
@@ -54,6 +53,8 @@ class WatchOptions:
                 f"--serve {serve} listens beyond this machine: give --serve-token SECRET (the "
                 "page asks for it), or serve on 127.0.0.1 and use an SSH tunnel"
             )
+        from .zoom import parse_zoom
+
         return cls(log_every, save_every, where, serve_token, parse_zoom(zoom))
 
 
@@ -125,6 +126,8 @@ class Watch:
         self, image: np.ndarray, metadata: dict[str, Any] | None, dpi: float | None
     ) -> list[Path]:
         """The requested zoomable outputs of the finished image, beside the output."""
+        from .zoom import pyramid_tiff_path, write_dzi, write_pyramid_tiff
+
         written: list[Path] = []
         if not self.enabled:
             return written
