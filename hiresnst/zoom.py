@@ -185,6 +185,25 @@ def write_dzi(
         raise ValueError(f"DZI tiles are jpg or png, got {fmt!r}")
     h, w = _check_source(src)
     dzi, files, page = dzi_paths(output)
+    try:
+        _write_dzi(src, h, w, dzi, files, page, fmt, tile, overlap, title)
+    except OSError as e:
+        raise UserError(f"{dzi}: cannot write ({e.strerror or e}); check free space") from e
+    return dzi, files, page
+
+
+def _write_dzi(
+    src: Any,
+    h: int,
+    w: int,
+    dzi: Path,
+    files: Path,
+    page: Path,
+    fmt: str,
+    tile: int,
+    overlap: int,
+    title: str | None,
+) -> None:
     tmp = files.with_name(f".{files.name}.{secrets.token_hex(6)}.tmp")
     tmp.mkdir()
     try:
@@ -209,7 +228,6 @@ def write_dzi(
     _write_text(dzi, descriptor)
     url = urllib.parse.quote(files.name) + "/"
     _write_text(page, viewer_html(url, h, w, fmt, tile, overlap, title or dzi.stem))
-    return dzi, files, page
 
 
 def dzi_descriptor(h: int, w: int, fmt: str, tile: int, overlap: int) -> str:

@@ -206,6 +206,28 @@ def test_dzi_tiles_cover_every_level(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+class _FailingSource:
+    """An image whose rows past 300 cannot be read (a disk error, say)."""
+
+    shape = (600, 400, 3)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        if rows.stop > 300:
+            raise OSError(5, "Input/output error")
+        return np.full((rows.stop - rows.start, 400, 3), 0.5, np.float32)
+
+
+def test_a_failed_zoom_output_leaves_the_previous_one_and_no_temporaries(tmp_path):
+    image = np.full((300, 200, 3), 0.25, np.float32)
+    zoom.write_dzi(tmp_path / "a.png", image)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(UserError, match="cannot write"):
+        zoom.write_dzi(tmp_path / "a.png", _FailingSource())
+    with pytest.raises(UserError, match="cannot write"):
+        zoom.write_pyramid_tiff(tmp_path / "a.pyramid.tif", _FailingSource(), tile=64)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
 def _get(url: str, headers: dict | None = None) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {})) as r:
