@@ -273,7 +273,7 @@ def import_weights(src: str | Path, home: Path | None = None, *, source: str | N
         "widths": list(widths),
         "layers": list(CONV_LAYERS),
         "params_sha256": params_sha256(params),
-        "imported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "imported_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
     def write(tmp: Path) -> None:
