@@ -59,6 +59,26 @@ class Reporter:
     terms: dict[str, float] = field(default_factory=dict)
     state: Any = None  # the level's current image (device or host array), for `image`
 
+    @classmethod
+    def for_level(
+        cls, plan: Any, index: int, progress: Callable[[Progress], None] | None, t_start: float
+    ) -> Reporter:
+        """The reporter of level `index` of a `plan.RenderPlan`, with the render's work (in
+        megapixel-steps) and optimiser steps before that level, and its whole work."""
+        lv = plan.levels[index]
+        return cls(
+            lv.index,
+            len(plan.levels),
+            lv.hw,
+            lv.steps,
+            lv.tiles,
+            progress,
+            t_start,
+            before=sum(plan.work[:index]),
+            total=sum(plan.work),
+            steps_before=sum(p.steps for p in plan.levels[:index]),
+        )
+
     def __call__(self, step: int, loss: float, terms: dict[str, float] | None = None) -> None:
         self.losses.append(loss)
         self.terms = dict(terms or {})
