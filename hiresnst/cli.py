@@ -261,9 +261,11 @@ def _finite(value: Any) -> Any:
 def _add_subcommands() -> None:
     from .cli_series import series_command
     from .cli_weights import app as weights_app
+    from .cli_zoom import zoom_command
 
     app.add_typer(weights_app, name="weights", help="Import, fetch and inspect VGG19 weights.")
     app.command("series")(series_command)
+    app.command("zoom")(zoom_command)
 
 
 _add_subcommands()

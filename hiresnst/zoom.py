@@ -441,6 +441,61 @@ def write_pyramid_tiff(
     return path
 
 
+class TiffRows:
+    """The rows of an RGB TIFF's first page (tiled or in strips, 8 or 16 bits, any compression
+    tifffile decodes) as uint8, decoded a row of tiles (or a strip) at a time: a gigapixel
+    output can be zoomed from its file with memory for a few rows of tiles. Supports
+    `shape` and `rows[r0:r1]`, what `write_dzi` and `write_pyramid_tiff` read."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._tif = tifffile.TiffFile(path)
+        page = self._tif.pages[0]
+        if (
+            page.samplesperpixel < 3
+            or page.dtype not in (np.uint8, np.uint16)
+            or page.planarconfig != tifffile.PLANARCONFIG.CONTIG
+        ):
+            self._tif.close()
+            raise UserError(
+                f"{os.fspath(path)}: not an 8- or 16-bit interleaved RGB TIFF; "
+                "zoom a hiresnst output or convert it first"
+            )
+        self.page = page
+        self.shape = (int(page.imagelength), int(page.imagewidth), 3)
+        self.band_rows = int(page.tilelength if page.is_tiled else page.rowsperstrip)
+        self.per_band = -(-self.shape[1] // int(page.tilewidth)) if page.is_tiled else 1
+        self._band: tuple[int, np.ndarray] | None = None
+
+    def _load(self, k: int) -> np.ndarray:
+        """Band `k` (rows k·band_rows …) as uint8."""
+        if self._band is not None and self._band[0] == k:
+            return self._band[1]
+        page, fh = self.page, self._tif.filehandle
+        h, w = self.shape[:2]
+        rows = min(self.band_rows, h - k * self.band_rows)
+        band = np.empty((rows, w, 3), np.uint8)
+        for i in range(k * self.per_band, (k + 1) * self.per_band):
+            fh.seek(page.dataoffsets[i])
+            segment, (_, _, _, x0, _), _ = page.decode(fh.read(page.databytecounts[i]), i)
+            part = segment[0, :rows, : w - x0, :3]
+            if part.dtype == np.uint16:  # round(v · 255 / 65535), as quantising v / 65535
+                part = ((part.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+            band[:, x0 : x0 + part.shape[1]] = part
+        self._band = (k, band)
+        return band
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        r0, r1, _ = rows.indices(self.shape[0])
+        n = self.band_rows
+        parts = [
+            self._load(k)[max(r0 - k * n, 0) : r1 - k * n] for k in range(r0 // n, -(-r1 // n))
+        ]
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    def close(self) -> None:
+        self._tif.close()
+
+
 def read_pyramid_levels(path: str | os.PathLike[str]) -> list[tuple[int, int]]:
     """(H, W) of a pyramidal TIFF's full image and its SubIFD levels, as tifffile reads them."""
     with tifffile.TiffFile(path) as tif:

@@ -206,6 +206,25 @@ def test_dzi_tiles_cover_every_level(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_zoom_command_reads_a_written_tiff_a_row_of_tiles_at_a_time(tmp_path, capsys):
+    rng = np.random.default_rng(8)
+    image = rng.random((4100, 40, 3)).astype(np.float32)  # > 4096 px: written tiled
+    path = tmp_path / "tall.tif"
+    imageio.write_image(path, image, metadata={"settings": {"dpi": 300}}, dpi=300)
+    assert cli.main(["zoom", str(path), "--zoom", "dzi,tiff"]) == 0
+    assert "wrote" in capsys.readouterr().err
+    with tifffile.TiffFile(tmp_path / "tall.pyramid.tif") as tif:
+        np.testing.assert_array_equal(tif.series[0].asarray(), imageio.quantize(image, 8))
+        assert tif.pages[0].resolution == (300.0, 300.0)
+    assert (tmp_path / "tall.html").exists() and (tmp_path / "tall_files" / "13").is_dir()
+    small = rng.random((50, 64, 3)).astype(np.float32)
+    imageio.write_image(tmp_path / "s16.tif", small, bit_depth=16)  # 16-bit, in strips
+    rows = zoom.TiffRows(tmp_path / "s16.tif")
+    got = rows[7:33].astype(int)
+    rows.close()
+    assert np.abs(got - imageio.quantize(small, 8)[7:33]).max() <= 1  # 16 → 8 bits, rounded
+
+
 class _FailingSource:
     """An image whose rows past 300 cannot be read (a disk error, say)."""
 
