@@ -85,6 +85,7 @@ class Watch:
             self._lines = LineLog(options.log_every)
         self.live: LiveState | None = None
         self._server: LiveServer | None = None
+        self._announced = False
         if enabled and options.serve is not None:
             self.live = LiveState(output.name)
             self._server = LiveServer(self.live, *options.serve, options.serve_token)
@@ -100,13 +101,17 @@ class Watch:
     def __enter__(self) -> Watch:
         if self._server is not None:
             self._server.__enter__()
-            sys.stderr.write(f"live page: {self._server.url}\n")
-            sys.stderr.flush()
         if self._bar is not None:
             self._bar.__enter__()
         return self
 
     def update(self, p: Any) -> None:
+        if self._server is not None and not self._announced:
+            # Said once the render is under way, so that a render refused before its first
+            # step (bad input, say) still says only its one `error:` line.
+            self._announced = True
+            sys.stderr.write(f"live page: {self._server.url}\n")
+            sys.stderr.flush()
         if self._bar is not None:
             self._bar.update(p)
         if self._lines is not None:

@@ -297,7 +297,7 @@ def test_serve_options_are_checked_before_the_render():
     assert WatchOptions.parse(serve="0.0.0.0:1", serve_token="t").serve == ("0.0.0.0", 1)
 
 
-def test_busy_port_is_one_line(tmp_path, capsys):
+def test_serve_errors_are_one_line(tmp_path, capsys):
     state = LiveState("x")
     with LiveServer(state, "127.0.0.1", 0, None) as server:
         port = server.url.rsplit(":", 1)[1].strip("/")
@@ -305,6 +305,10 @@ def test_busy_port_is_one_line(tmp_path, capsys):
         assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: --serve 127.0.0.1:{port}: cannot listen")
+    argv = ["render", str(tmp_path / "none.png"), str(tmp_path / "none.png")]
+    assert cli.main([*argv, "-o", str(tmp_path / "o.png"), "--serve", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # refused before a step: no page line
+    assert len(err) == 1 and err[0].startswith("error: ") and "none.png" in err[0], err
 
 
 @pytest.mark.parametrize(
