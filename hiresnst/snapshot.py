@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from . import imageio
+from .errors import UserError
 
 #: Longest side of a snapshot (as the output's *.preview.jpg).
 SNAPSHOT_SIDE = imageio.PREVIEW_SIDE
@@ -188,7 +189,13 @@ class Snapshots:
                 },
             }
             jpeg = encode_jpeg(pixels, meta)
-            imageio.atomic_write(os.fspath(path), lambda fh: fh.write(jpeg))
+            try:
+                imageio.atomic_write(os.fspath(path), lambda fh: fh.write(jpeg))
+            except OSError as e:
+                raise UserError(
+                    f"{path}: cannot write a snapshot ({e.strerror or e}); check free space, "
+                    "or render without --save-every"
+                ) from e
             self.written.append(path)
         else:
             jpeg = encode_jpeg(pixels)
