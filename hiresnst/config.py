@@ -409,8 +409,6 @@ class RenderConfig:
             raise UserError(
                 "--style-mask weights the Gram statistics; use it with --style-loss gram"
             )
-        if self.state == "host" and (self.masked or "mrf" in self.style_loss):
-            raise UserError("--state host takes no masks and no MRF loss; use --state device")
 
     def loss_spec(self, widths: tuple[int, ...]) -> Any:
         """The objective's static `objective.LossSpec` for these settings and weights."""

@@ -227,13 +227,26 @@ class HostRunner:
         lv, spec, params, config = level.plan, level.spec, level.params, level.config
         self.tplan = _tiled(level, lv.hw, None, config.overlap)
         assert self.tplan is not None, "host-resident levels are tiled"
-        targets = []
-        for s, shw in zip(level.inputs.styles, lv.style_hw, strict=True):
+        inputs, blend = level.inputs, _blend(level)
+        per_style, style_levels = [], []
+        for s, shw in zip(inputs.styles, lv.style_hw, strict=True):
+            style_l = host_resize(s, shw)
+            style_levels.append(style_l)
             grid = make_plan(*shw, spec, lv.tile, None, self.tplan.batch).grid
-            grams = host_grams(params, spec, grid, self.tplan.batch, host_resize(s, shw))
+            grams = host_grams(params, spec, grid, self.tplan.batch, style_l)
             counts = layer_counts(spec, *shw)
-            targets.append({n: grams[n] / counts[n] for n in grams})
-        self.style = blend_style_targets(targets, _blend(level))
+            per_style.append({n: grams[n] / counts[n] for n in grams})
+        if spec.masked:  # the mask pyramids live on the device, at the level's size
+            self.targets = masks.stack_masked_targets(
+                spec, per_style, inputs.style_masks, inputs.content_mask, lv.hw, blend, {}
+            )
+        else:
+            self.targets = {"style": blend_style_targets(per_style, blend)}
+        if spec.mrf_layers:
+            self.targets["mrf"] = mrf_target(
+                params, spec, style_levels, blend, config.mrf_patches, lv.tile
+            )
+        del style_levels
         state_dir = config.state_dir
         self.dir = None if state_dir is None else Path(state_dir) / f"level-{lv.index}"
         self.hstate: HostState | None = None
@@ -262,7 +275,7 @@ class HostRunner:
                 level.spec,
                 self.tplan.grid,
                 self.tplan.batch,
-                self.style,
+                self.targets,
                 hs,
                 level.config.learning_rate,
                 lv.warmup,
