@@ -68,8 +68,43 @@ CLI_OPTIONS: tuple[tuple[str, Any, Any, str], ...] = (
     ("dry_run", bool, False, "Print the plan (sizes, tiles, memory) and exit without rendering."),
     ("json_out", bool, False, "Print one JSON line with the results (strict JSON)."),
     ("quiet", bool, False, "No progress display."),
+    (
+        "log_every",
+        int,
+        50,
+        "When stderr is not a terminal: a progress line every N steps of a level, at each "
+        "level's end and at least every minute (0: only those).",
+    ),
+    (
+        "save_every",
+        int | None,
+        None,
+        "Write snapshots NAME.step-NNNNN.jpg (≤ 2048 px; N counts the whole render's steps) "
+        "every N steps of a level and at each level's end.",
+    ),
+    (
+        "serve",
+        str | None,
+        None,
+        "[HOST:]PORT: serve a live page of the render (snapshot, loss curves, ETA); "
+        "127.0.0.1 unless HOST is given.",
+    ),
+    (
+        "serve_token",
+        str | None,
+        None,
+        "Token the live page asks for (or $HIRESNST_SERVE_TOKEN); needed beyond 127.0.0.1.",
+    ),
+    (
+        "zoom",
+        str | None,
+        None,
+        "Also write a zoomable pyramid: dzi (NAME.dzi, NAME_files/, NAME.html viewer), "
+        "tiff (NAME.pyramid.tif, tiled with SubIFD levels), or dzi,tiff.",
+    ),
 )
 FLAGS = {"print_size": ["--print"], "json_out": ["--json"], "quiet": ["--quiet", "-q"]}
+ENVVARS = {"serve_token": "HIRESNST_SERVE_TOKEN"}  # secrets that `ps` should not show
 
 
 def _options() -> list[inspect.Parameter]:
@@ -115,7 +150,7 @@ def _options() -> list[inspect.Parameter]:
         params.append(inspect.Parameter(f.name, kw, default=option, annotation=kind))
     for name, kind, default, help_text in CLI_OPTIONS:
         flags = FLAGS.get(name, ["--" + name.replace("_", "-")])
-        option = typer.Option(default, *flags, help=help_text)
+        option = typer.Option(default, *flags, help=help_text, envvar=ENVVARS.get(name))
         params.append(inspect.Parameter(name, kw, default=option, annotation=kind))
     return params
 
@@ -147,6 +182,11 @@ def render(**kw: Any) -> None:
     config.validate(len(kw["styles"]))
     check_every(kw["checkpoint_every"])
     options = OutputOptions(bit_depth=kw["bit_depth"], quality=kw["quality"])
+    from .watch import Watch, WatchOptions
+
+    watching = WatchOptions.parse(
+        kw["log_every"], kw["save_every"], kw["serve"], kw["serve_token"], kw["zoom"]
+    )
     ckpt = None
     if kw["checkpoint_dir"] is not None:
         ckpt = CheckpointOptions(
@@ -163,13 +203,14 @@ def render(**kw: Any) -> None:
         typer.echo(json_line(plan.as_json()) if kw["json_out"] else plan.table())
         return
     enable_compilation_cache()
-    from .progress import RenderProgress
-
     main_process = sharding.is_main_process()
-    with RenderProgress(enabled=not kw["quiet"] and main_process) as bar:
-        result = jobs.run_job(job, progress=bar.update)
+    with Watch(watching, job.output, display=not kw["quiet"], enabled=main_process) as watch:
+        result = jobs.run_job(job, progress=watch.update)
     if not main_process:
         return
+    zoomed = watch.write_zoom(result.image, result.info, config.dpi)
+    if zoomed:
+        result.info["zoom"] = [str(p) for p in zoomed]
     if multi:
         result.info["processes"] = sharding.process_count()
     for note in result.notes:
@@ -214,9 +255,11 @@ def json_line(record: Any) -> str:
 def _add_subcommands() -> None:
     from .cli_series import series_command
     from .cli_weights import app as weights_app
+    from .cli_zoom import zoom_command
 
     app.add_typer(weights_app, name="weights", help="Import, fetch and inspect VGG19 weights.")
     app.command("series")(series_command)
+    app.command("zoom")(zoom_command)
 
 
 _add_subcommands()

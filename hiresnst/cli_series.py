@@ -25,7 +25,9 @@ def series_command(
     shard: str | None = typer.Option(
         None,
         "--shard",
-        help="Run only shard I of N (1-based), e.g. 2/4: the jobs whose index % N == I-1.",
+        help="Run only shard I of N (1-based), e.g. 2/4: the jobs whose index % N == I-1; "
+        "auto: I and N from a Slurm job array (SLURM_ARRAY_TASK_ID/_COUNT) or a Kubernetes "
+        "Indexed Job (JOB_COMPLETION_INDEX, and JOB_COMPLETION_COUNT set to its completions).",
     ),
     json_out: bool = typer.Option(
         False, "--json", help="Print JSON: one line a job with --dry-run, else a summary line."
@@ -53,7 +55,8 @@ def series_command(
     parsed = series.load_spec(spec)
     shard_t = series.parse_shard(shard)
     if dry_run:
-        _print_plan(series.plan(parsed, output, shard_t), len(parsed.jobs), shard, json_out)
+        named = None if shard_t is None else f"{shard_t[0]}/{shard_t[1]}"
+        _print_plan(series.plan(parsed, output, shard_t), len(parsed.jobs), named, json_out)
         return
     with series.SeriesDisplay(enabled=not quiet) as display:
         result = series.run(

@@ -484,7 +484,7 @@ def write_image(
             encoder(fh, data, text, dpi, quality)
 
     try:
-        _atomic_write(name, write)
+        atomic_write(name, write)
     except OSError as e:
         raise _user_error(
             name, f"cannot write ({e.strerror or e}); check free space and permissions"
@@ -518,7 +518,9 @@ def _create_temp(directory: str, base: str) -> BinaryIO:
     raise FileExistsError(f"could not create a unique temporary file in {directory}")
 
 
-def _atomic_write(name: str, write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(name: str, write: Callable[[BinaryIO], None]) -> None:
+    """Write through `write` into a hidden temporary file beside `name`, fsync it and rename it
+    over `name`: `name` is either complete or untouched."""
     directory = os.path.dirname(os.path.abspath(name))
     fh = _create_temp(directory, os.path.basename(name))
     try:

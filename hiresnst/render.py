@@ -109,10 +109,7 @@ def render_with_info(
             if saved and lv.index < saved.level:
                 continue
             t_level = time.perf_counter()
-            report = Reporter(
-                lv.index, len(plan.levels), lv.hw, lv.steps, lv.tiles, progress, t_start,
-                before=sum(plan.work[: lv.index]), total=sum(plan.work),
-            )
+            report = Reporter.for_level(plan, lv.index, progress, t_start)
             level = Level(lv, params, spec, config, inputs, mesh, report, ckpt, stop, records)
             runner = make_runner(level)
             resume = saved if saved and saved.level == lv.index else None

@@ -189,18 +189,20 @@ class DeviceRunner:
         level, report = self.level, self.level.report
         report.losses[:] = state.losses
         x, opt, pending = state.image, state.opt, None
+        report.watch(x)
         for i in range(state.step, level.plan.steps):
-            x, opt, loss, _ = self.step(level.params, self.targets, x, opt)
+            x, opt, loss, terms = self.step(level.params, self.targets, x, opt)
+            report.watch(x)  # the previous x was donated to the step
             if pending is not None:
-                report(i, host_scalar(pending))
-            pending = loss
+                report(i, *_scalars(*pending))
+            pending = loss, terms
             if level.stop.is_set() or (level.ckpt and level.ckpt.due()):
-                report(i + 1, host_scalar(pending))
+                report(i + 1, *_scalars(*pending))
                 pending = None
                 now = replace(state, image=x, opt=opt, step=i + 1, losses=tuple(report.losses))
                 level.check_in(now, lambda now=now: self.arrays(now))
         if pending is not None:
-            report(level.plan.steps, host_scalar(pending))
+            report(level.plan.steps, *_scalars(*pending))
         return replace(
             state, image=x, opt=opt, step=level.plan.steps, losses=tuple(report.losses)
         )
@@ -266,8 +268,9 @@ class HostRunner:
         level, report = self.level, self.level.report
         report.losses[:] = state.losses
         lv, hs = level.plan, state.opt
+        report.watch(hs.x)
         for i in range(state.step, lv.steps):
-            loss, _ = host_adam_step(
+            loss, terms = host_adam_step(
                 level.params,
                 level.spec,
                 self.tplan.grid,
@@ -278,7 +281,7 @@ class HostRunner:
                 lv.warmup,
                 lambda phase, done, n, i=i: report.send(i, _tile_fraction(phase, done, n)),
             )
-            report(i + 1, loss)
+            report(i + 1, *_scalars(loss, terms))
             now = replace(state, step=i + 1, losses=tuple(report.losses))
             level.check_in(now, lambda now=now: self.arrays(now))
         return replace(state, step=lv.steps, losses=tuple(report.losses))
@@ -293,6 +296,11 @@ class HostRunner:
         """Remove the level's files once only its image is needed (it stays mapped)."""
         if self.hstate is not None:
             self.hstate.unlink_files()
+
+
+def _scalars(loss: Any, terms: dict[str, Any]) -> tuple[float, dict[str, float]]:
+    """A step's loss and its terms as host floats, for the progress report."""
+    return host_scalar(loss), {k: host_scalar(v) for k, v in terms.items()}
 
 
 def _tile_fraction(phase: str, done: int, n: int) -> float:

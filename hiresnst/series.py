@@ -715,12 +715,64 @@ def as_spec(spec: Spec | str | os.PathLike[str] | Mapping[str, Any]) -> Spec:
     return load_spec(spec)
 
 
+#: Array-job variables read by `--shard auto`: (index, count, the index's first value) per
+#: scheduler. Kubernetes gives an Indexed Job's pods JOB_COMPLETION_INDEX only: set
+#: JOB_COMPLETION_COUNT to the Job's `completions` in its pod template (see the README).
+SHARD_VARIABLES = (
+    ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN"),
+    ("JOB_COMPLETION_INDEX", "JOB_COMPLETION_COUNT", None),
+)
+
+
+def shard_from_environment(env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """`--shard auto`: (I, N), 1-based, from a Slurm job array (task ID counted from
+    SLURM_ARRAY_TASK_MIN, in steps of SLURM_ARRAY_TASK_STEP) or a Kubernetes Indexed Job."""
+    env = os.environ if env is None else env
+    for index_var, count_var, min_var in SHARD_VARIABLES:
+        if index_var not in env and count_var not in env:
+            continue
+        for var in (index_var, count_var):
+            if var not in env:
+                raise UserError(f"--shard auto: {index_var} and {count_var} must both be set")
+        index, count = (_env_int(env, v) for v in (index_var, count_var))
+        if min_var is not None:
+            base = _env_int(env, min_var) if min_var in env else 0
+            step = _env_int(env, "SLURM_ARRAY_TASK_STEP") if "SLURM_ARRAY_TASK_STEP" in env else 1
+            if step < 1 or (index - base) % step:
+                raise UserError(
+                    f"--shard auto: {index_var}={index} is not on the array's range "
+                    f"(from {base} in steps of {step}); give --shard I/N"
+                )
+            index = (index - base) // step
+        if count < 1 or not 0 <= index < count:
+            raise UserError(
+                f"--shard auto: {index_var} gives shard {index} (from 0) of {count_var}={count}; "
+                "the index must be below the count"
+            )
+        return index + 1, count
+    raise UserError(
+        "--shard auto found no array-job variables (SLURM_ARRAY_TASK_ID and "
+        "SLURM_ARRAY_TASK_COUNT, or JOB_COMPLETION_INDEX and JOB_COMPLETION_COUNT); "
+        "give --shard I/N"
+    )
+
+
+def _env_int(env: Mapping[str, str], name: str) -> int:
+    text = env[name]
+    if not re.fullmatch(r"\s*\d+\s*", text):
+        raise UserError(f"--shard auto: {name} must be a whole number ≥ 0, got {text!r}")
+    return int(text)
+
+
 def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
-    """`"I/N"` (1-based) as (I, N); None for no sharding."""
+    """`"I/N"` (1-based) as (I, N), or `"auto"` from the environment (`shard_from_environment`);
+    None for no sharding."""
     if shard is None:
         return None
     if isinstance(shard, tuple):
         i, n = shard
+    elif str(shard).strip().lower() == "auto":
+        i, n = shard_from_environment()
     else:
         m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(shard))
         if not m:
