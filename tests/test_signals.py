@@ -15,7 +15,7 @@ from pathlib import Path
 import badinputs as B
 import pytest
 
-from hiresnst import imageio, progress, series, signals
+from hiresnst import imageio, series, signals, watch
 from hiresnst.cli import main
 
 FAST = ["--size", "32", "--weights", str(B.NARROW_PTH), "-q"]
@@ -62,7 +62,7 @@ def test_signal_mid_render_without_checkpoint_dir(ws, capsys, monkeypatch, sig, 
         if p.step == 1:
             os.kill(os.getpid(), sig)
 
-    monkeypatch.setattr(progress.RenderProgress, "update", update)
+    monkeypatch.setattr(watch.Watch, "update", update)  # every display's callback
     before = _files(ws)
     assert main(_argv(ws, *FAST, "--steps", "50")) == status
     line = _one_error_line(capsys.readouterr().err)
