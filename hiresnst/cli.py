@@ -97,7 +97,19 @@ def render(
     ),
     pooling: str = typer.Option(D.pooling, help="avg or max pooling in VGG19."),
     style_loss: str = typer.Option(
-        D.style_loss, help="gram (Gatys), mrf (neural patches, Li & Wand) or gram+mrf."
+        D.style_loss,
+        help="gram (Gatys), w2 (Wasserstein-2 between Gaussian fits), mrf (neural patches, "
+        "Li & Wand), gram+mrf or w2+mrf.",
+    ),
+    average: float = typer.Option(
+        D.average, help="EMA decay of each level's iterates; the average is the result (0 = off)."
+    ),
+    handover: str = typer.Option(
+        D.handover,
+        help="Adam between levels: reset (fresh, --warmup ramp) or carry (moments resized).",
+    ),
+    seamless: bool = typer.Option(
+        D.seamless, help="Output that tiles with itself (wrap-around padding; sides ×16 px)."
     ),
     mrf_weight: float | None = typer.Option(
         None, help="Weight of the MRF (patch) loss (default 0.5 for mrf, 3e4 for gram+mrf)."
@@ -210,6 +222,9 @@ def render(
         mrf_weight=mrf_weight,
         mrf_layers=parse_layers(mrf_layers, "--mrf-layers") if mrf_layers else D.mrf_layers,
         mrf_patches=mrf_patches,
+        average=average,
+        handover=handover,
+        seamless=seamless,
         style_masks=tuple(parse_style_mask(t) for t in style_mask or ()),
         content_mask=str(content_mask) if content_mask else None,
         content_layers=(

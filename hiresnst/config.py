@@ -27,12 +27,13 @@ FITS = ("crop", "pad")
 STATES = ("auto", "device", "host")
 COLOR_MODES = (None, "luminance", "histogram")
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
-STYLE_LOSSES = ("gram", "mrf", "gram+mrf")
+STYLE_LOSSES = ("gram", "mrf", "gram+mrf", "w2", "w2+mrf")
+HANDOVERS = ("reset", "carry")
 MRF_LAYERS: tuple[tuple[str, float], ...] = (("conv3_1", 0.5), ("conv4_1", 0.5))
 #: Default MRF weight per --style-loss. Alone, the patch term outweighs the content term at
 #: much lower weights than beside the Gram term, whose gradient is ~1e5 times the patch term's
 #: at the start (random VGG19 at 256 px; see the README's MRF examples).
-MRF_WEIGHTS = {"mrf": 0.5, "gram+mrf": 3e4}
+MRF_WEIGHTS = {"mrf": 0.5, "gram+mrf": 3e4, "w2+mrf": 3e4}
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,13 @@ class RenderConfig:
     mrf_layers: tuple[tuple[str, float], ...] = MRF_LAYERS
     mrf_weight: float | None = None  # None: MRF_WEIGHTS[style_loss]
     mrf_patches: int = 4096
+    #: EMA decay of each level's iterates, whose average is the level's result (0 = off).
+    average: float = 0.0
+    #: Adam between pyramid levels: "reset" (fresh moments, `warmup` ramp) or "carry" (moments
+    #: resized to the next level, step count kept, no ramp).
+    handover: str = "reset"
+    #: The output tiles with itself: wrap-around padding in every conv and the TV term.
+    seamless: bool = False
 
     def output_hw(self, content_hw: tuple[int, int]) -> tuple[int, int]:
         """(H, W) of the output: width × height when given, else the content's aspect at
@@ -163,6 +171,7 @@ class RenderConfig:
             raise UserError(f"--tile-batch must be ≥ 1, got {self.tile_batch}")
         if self.warmup < 0:
             raise UserError(f"--warmup must be ≥ 0 steps, got {self.warmup}")
+        self._validate_quality()
         self._validate_style_loss(n_styles)
         for name, w in (*self.content_layers, *self.style_layers, *self.mrf_layers):
             if name not in LAYERS or not name.startswith("conv"):
@@ -180,15 +189,34 @@ class RenderConfig:
                 raise UserError("--style-blend weights must be ≥ 0 and not all 0")
         pyramid.steps_per_level(self.steps, self.scales)
 
+    def _validate_quality(self) -> None:
+        if not (math.isfinite(self.average) and 0 <= self.average < 1):
+            raise UserError(
+                f"--average must be an EMA decay in [0, 1) (0 = off), got {self.average}"
+            )
+        if self.handover not in HANDOVERS:
+            raise UserError(f"unknown --handover {self.handover!r}; use {' or '.join(HANDOVERS)}")
+        if self.handover == "carry" and self.optimizer != "adam":
+            raise UserError("--handover carry carries Adam's moments; use it with --optimizer adam")
+        if self.state == "host" and (
+            self.average or self.handover == "carry" or self.seamless or "w2" in self.style_loss
+        ):
+            raise UserError(
+                "--state host has no --average, --handover carry, --seamless or W2 loss yet; "
+                "use --state device"
+            )
+
     def _validate_style_loss(self, n_styles: int) -> None:
         if self.style_loss not in STYLE_LOSSES:
-            raise UserError(f"unknown --style-loss {self.style_loss!r}; use gram, mrf or gram+mrf")
+            raise UserError(
+                f"unknown --style-loss {self.style_loss!r}; use {', '.join(STYLE_LOSSES)}"
+            )
         if self.mrf_patches < 1:
             raise UserError(f"--mrf-patches must be ≥ 1, got {self.mrf_patches}")
         check_style_mask_indices(self.style_masks, n_styles)
         if self.style_masks and "mrf" in self.style_loss:
             raise UserError(
-                "--style-mask weights the Gram statistics; use it with --style-loss gram"
+                "--style-mask weights the Gram statistics; use it with --style-loss gram or w2"
             )
         if self.state == "host" and (self.masked or "mrf" in self.style_loss):
             raise UserError("--state host takes no masks and no MRF loss; use --state device")
@@ -200,7 +228,9 @@ class RenderConfig:
     def loss_spec(self, widths: tuple[int, ...]) -> LossSpec:
         return LossSpec(
             content_layers=self.content_layers,
-            style_layers=self.style_layers if "gram" in self.style_loss else (),
+            style_layers=self.style_layers if self.style_loss.split("+")[0] != "mrf" else (),
+            style_kind="w2" if "w2" in self.style_loss else "gram",
+            seamless=self.seamless,
             mrf_layers=self.mrf_layers if "mrf" in self.style_loss else (),
             mrf_weight=MRF_WEIGHTS.get(self.style_loss, 0.0)
             if self.mrf_weight is None

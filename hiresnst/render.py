@@ -46,7 +46,7 @@ from .objective import (
     mrf_target,
     style_target_jit,
 )
-from .optimize import Step, make_optimizer, make_step
+from .optimize import Step, carry_adam, init_state, level_result, make_optimizer, make_step
 from .printsize import apply_fit, fit_to_print
 from .sharding import host_array, host_scalar, make_mesh, replicate
 from .streaming import HostState, host_adam_step, host_grams
@@ -287,6 +287,24 @@ def _check_host_level(hw: tuple[int, int], spec: LossSpec) -> None:
         )
 
 
+def _check_quality_options(hw: tuple[int, int], spec: LossSpec, config: RenderConfig) -> None:
+    """Before any work: host-resident levels have no W2 loss, iterate averaging, carried Adam
+    or wrap-around (the host runner streams Gram statistics and a fresh Adam only), and a
+    seamless level's sides must be multiples of the pooling alignment."""
+    extras = spec.style_kind == "w2" or config.average or config.handover == "carry"
+    if (extras or spec.seamless) and use_host_state(hw, config):
+        raise UserError(
+            f"a {hw[1]}×{hw[0]} px level needs host-resident state, which has no --style-loss "
+            "w2, --average, --handover carry or --seamless yet; render smaller"
+        )
+    align = 2**spec.levels
+    if spec.seamless and (hw[0] % align or hw[1] % align):
+        raise UserError(
+            f"--seamless needs every level's sides to be multiples of {align} px, but one is "
+            f"{hw[1]}×{hw[0]}; give --width/--height and --min-size that are"
+        )
+
+
 def prepare_level(
     params: dict,
     spec: LossSpec,
@@ -321,7 +339,9 @@ def prepare_level(
         shw = _style_hw(s, long_edge, config.style_scale)
         _check_size(shw, "a resized style image", spec)
         s_plan = (
-            None if plan is None else make_plan(*shw, spec, plan.grid.tile, None, plan.batch, mesh)
+            None
+            if plan is None
+            else make_plan(*shw, spec.for_style_image(), plan.grid.tile, None, plan.batch, mesh)
         )
         style_l = replicate(pyramid.resize(s, shw), mesh)
         style_levels.append(style_l)
@@ -531,8 +551,9 @@ def _tile_progress(report: _Reporter, step: int, phase: str, done: int, n: int) 
 
 def _level_warmup(config: RenderConfig, level: int) -> int:
     """Adam's step-size ramp: none at the first level (it starts from the content or noise,
-    where large moves are wanted), `config.warmup` steps at each later one."""
-    return config.warmup if level > 0 else 0
+    where large moves are wanted), `config.warmup` steps at each later one, none when Adam's
+    moments are carried over (`--handover carry`: the first step is not a fresh Adam's)."""
+    return config.warmup if level > 0 and config.handover == "reset" else 0
 
 
 def _state_dir(config: RenderConfig, level: int) -> Path | None:
@@ -575,6 +596,7 @@ def render_with_info(
         hw = pyramid.output_shape(final_hw, long_edge)
         if use_host_state(hw, config):
             _check_host_level(hw, spec)
+        _check_quality_options(hw, spec, config)
 
     ckpt = None
     if checkpoint is not None:
@@ -594,6 +616,7 @@ def render_with_info(
     key = jnp.asarray(saved.key) if saved else jax.random.PRNGKey(config.seed)
     levels_info: list[dict] = list(saved.levels) if saved else []
     x = None
+    carried = None  # the previous level's optimiser state, with --handover carry
     work = [  # megapixel-steps per level, for the whole render's progress
         math.prod(pyramid.output_shape(final_hw, e)) * n / 1e6
         for e, n in zip(sizes, steps, strict=True)
@@ -643,16 +666,22 @@ def render_with_info(
                 opt = make_optimizer(
                     config.optimizer, config.learning_rate, _level_warmup(config, li)
                 )
-                step = make_step(make_loss_fn(spec, problem.plan), config.optimizer, opt)
+                step = make_step(
+                    make_loss_fn(spec, problem.plan), config.optimizer, opt, config.average
+                )
                 if not at_size:
                     start = pyramid.resize(host_array(start), problem.hw)
                 x = replicate(jnp.asarray(start), mesh)
-                state = opt.init(x)
+                state = init_state(opt, x, config.average)
                 if resume:
                     state = replicate(restore_opt_state(state, resume.opt_leaves), mesh)
+                elif carried is not None:
+                    state = replicate(carry_adam(state, carried, problem.hw), mesh)
                 x, state = _device_level(
                     run, step, params, problem.targets, x, state, first, n_steps
                 )
+                x = level_result(x, state)
+                carried = state if config.handover == "carry" else None
             levels_info.append(
                 {
                     "size": list(problem.hw),
