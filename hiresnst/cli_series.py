@@ -31,6 +31,9 @@ def series_command(
         False, "--json", help="Print JSON: one line a job with --dry-run, else a summary line."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    checkpoint_every: float = typer.Option(
+        300.0, help="Seconds between a job's checkpoints (and at each level's end)."
+    ),
 ) -> None:
     r"""Render every job of SPEC into OUTPUT, skipping jobs already done.
 
@@ -52,7 +55,9 @@ def series_command(
         _print_plan(series.plan(parsed, output, shard_t), len(parsed.jobs), shard, json_out)
         return
     with series.SeriesDisplay(enabled=not quiet) as display:
-        result = series.run(parsed, output, shard=shard_t, progress=display)
+        result = series.run(
+            parsed, output, shard=shard_t, progress=display, checkpoint_every=checkpoint_every
+        )
     if json_out:
         typer.echo(
             json.dumps(

@@ -51,27 +51,26 @@ import secrets
 import shutil
 import socket
 import time
+import tomllib
 import traceback
 import types
 import typing
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image
 
 from . import contact_sheet, imageio
-from .config import INITS, RenderConfig
-from .errors import UserError
-from .render import Progress, RenderResult, render_with_info
-
-try:
-    import tomllib
-except ImportError:  # pragma: no cover - Python 3.10
-    tomllib = None  # type: ignore[assignment]
+from .cache import sha256_file
+from .checkpoint import CheckpointOptions
+from .config import INITS, OutputOptions, RenderConfig
+from .errors import Preempted, UserError
+from .events import Progress
+from .job import RenderJob, run_job
 
 try:
     import fcntl
@@ -150,10 +149,7 @@ class Job:
         return Path(out_dir) / self.output_name
 
     def checkpoint_dir(self, out_dir: str | os.PathLike[str]) -> Path:
-        """Where a resumable render of this job keeps its checkpoints (`DIR/.checkpoints/<name>`).
-
-        Hook for the checkpoint feature: nothing writes here yet (see `_render_job`).
-        """
+        """Where this job's render keeps its checkpoints (`DIR/.checkpoints/<name>`)."""
         return Path(out_dir) / CHECKPOINTS_DIR / self.name
 
 
@@ -287,8 +283,6 @@ def load_spec(path: str | os.PathLike[str]) -> Spec:
 
 def parse_spec(text: str, base_dir: str | os.PathLike[str] = ".", source: str = "<spec>") -> Spec:
     """Parse TOML text into a `Spec`; errors are `UserError`s naming the line."""
-    if tomllib is None:  # pragma: no cover - Python 3.10
-        raise UserError("series specs need Python 3.11 or later (tomllib)")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -837,14 +831,6 @@ class Manifest:
         return {k: records[k] for k in ordered}
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def job_status(job: Job, out_dir: str | os.PathLike[str], record: Mapping | None) -> str:
     """ "done" (recorded ok and the output is intact), "todo" (never run), "retry" (failed last
     time) or "redo" (recorded ok but the output is missing or changed)."""
@@ -936,19 +922,6 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _render_job(
-    job: Job, out_dir: Path, progress: Callable[[Progress], None] | None
-) -> RenderResult:
-    """Render one job.
-
-    CHECKPOINT HOOK: `job.checkpoint_dir(out_dir)` is where a resumable render keeps its state.
-    When render_with_info can checkpoint and resume, pass that directory here, so that a job
-    interrupted half-way resumes from its last checkpoint; `run` already deletes the directory
-    once the job's output is written.
-    """
-    return render_with_info(job.content, job.styles, job.config, progress=progress)
-
-
 def _thumb_path(out_dir: Path, sha256: str) -> Path:
     return out_dir / THUMBS_DIR / f"{sha256[:16]}.png"
 
@@ -962,7 +935,12 @@ def _save_thumb(out_dir: Path, sha256: str, thumb: Image.Image) -> None:
 
 
 def _run_one(
-    job: Job, spec: Spec, out_dir: Path, events: SeriesEvents | None, shard: str | None
+    job: Job,
+    spec: Spec,
+    out_dir: Path,
+    events: SeriesEvents | None,
+    shard: str | None,
+    checkpoint_every: float,
 ) -> tuple[dict[str, Any], Image.Image | None]:
     t0 = time.perf_counter()
     output = job.output_path(out_dir)
@@ -972,7 +950,7 @@ def _run_one(
         "index": job.index,
         "settings": job.settings,
         "output": job.output_name,
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
         "software": f"hiresnst {_version()}",
     }
@@ -980,22 +958,22 @@ def _run_one(
         record["shard"] = shard
     thumb = None
     try:
-        result = _render_job(job, out_dir, events.render_progress if events else None)
-        info = result.info
-        inputs = {"content": str(job.content), "styles": [str(s) for s in job.styles]}
-        metadata = dict(info)
-        metadata["inputs"] = inputs
-        metadata["series"] = {"name": job.name, "key": job.key, "spec": spec.source}
-        imageio.write_image(
-            output,
-            result.image,
-            metadata=metadata,
-            dpi=job.dpi,
-            bit_depth=job.bit_depth,
-            quality=job.quality,
+        done = run_job(
+            RenderJob(
+                job.content,
+                job.styles,
+                job.config,
+                output,
+                OutputOptions(bit_depth=job.bit_depth, quality=job.quality),
+                CheckpointOptions(job.checkpoint_dir(out_dir), every=checkpoint_every),
+                {"series": {"name": job.name, "key": job.key, "spec": spec.source}},
+            ),
+            events.render_progress if events else None,
         )
+        info = done.info
+        inputs = info["inputs"]
         sha = sha256_file(output)
-        thumb = contact_sheet.thumbnail_from_array(result.image)
+        thumb = contact_sheet.thumbnail_from_array(done.image)
         with contextlib.suppress(OSError, UserError):
             _save_thumb(out_dir, sha, thumb)
         with contextlib.suppress(OSError):
@@ -1006,7 +984,7 @@ def _run_one(
             status="ok",
             sha256=sha,
             bytes=output.stat().st_size,
-            size=info.get("output_size") or [int(result.image.shape[1]), result.image.shape[0]],
+            size=info.get("output_size") or [int(done.image.shape[1]), done.image.shape[0]],
             render_seconds=info.get("seconds"),
             loss=levels[-1].get("loss_last") if levels else None,
             levels=levels,
@@ -1014,7 +992,11 @@ def _run_one(
             config=info.get("settings", dataclasses.asdict(job.config)),
             inputs=inputs,
         )
+        if "resumed_from" in info:
+            record["resumed_from"] = info["resumed_from"]
         shutil.rmtree(job.checkpoint_dir(out_dir), ignore_errors=True)
+    except Preempted:
+        raise  # SIGTERM: the job's checkpoint is saved; the same command resumes it
     except Exception as e:  # any failure of one job is recorded; the series goes on
         message = " ".join(str(e).split()) or type(e).__name__
         if not isinstance(e, UserError):
@@ -1087,6 +1069,7 @@ def run(
     shard: str | tuple[int, int] | None = None,
     progress: SeriesEvents | None = None,
     compilation_cache: bool = True,
+    checkpoint_every: float = 300.0,
 ) -> SeriesResult:
     """Render the jobs of `spec` (or of shard "I/N" of it) that are not done yet into `out_dir`.
 
@@ -1095,6 +1078,9 @@ def run(
     `UserError` before anything is rendered. `progress` receives the events of `SeriesEvents`
     (e.g. a `SeriesDisplay`). `compilation_cache` turns on JAX's persistent compilation cache
     (`runtime.enable_compilation_cache`), so jobs after the first of a shape skip compiling.
+    Each job checkpoints into `DIR/.checkpoints/<name>` every `checkpoint_every` seconds and at
+    level ends; a job interrupted (SIGTERM, SIGKILL, a crash) resumes from there on the next
+    run, and its checkpoints are removed once its output is written.
     """
     t0 = time.perf_counter()
     spec = as_spec(spec)
@@ -1141,7 +1127,7 @@ def run(
                 continue
             if progress:
                 progress.job_start(job, number, len(todo))
-            record, thumb = _run_one(job, spec, out, progress, shard_s)
+            record, thumb = _run_one(job, spec, out, progress, shard_s, checkpoint_every)
             records = manifest.update(record, order)
         if thumb is not None:
             sheet.add(record["sha256"], thumb)

@@ -17,12 +17,13 @@ divide the image exactly (`wrap_tile`), so every position of every window is rea
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from .sizes import wrap_tile
 
 
 def round_up(value: int, multiple: int) -> int:
@@ -117,20 +118,6 @@ def make_grid(
     if wrap:
         tile = wrap_tile(height, width, tile, align)
     return TileGrid(height, width, tile, round_up(halo, align), levels, wrap)
-
-
-def wrap_tile(height: int, width: int, tile: int, align: int) -> int:
-    """The largest tile ≤ `tile` (at least `align`) that is a multiple of `align` and divides
-    both sides: a wrapping grid has no partial tiles, whose out-of-image positions would be
-    wrapped copies that the sums must not count twice."""
-    g = math.gcd(height, width)
-    if g % align:
-        raise ValueError(f"a wrapping grid needs sides that are multiples of {align} px")
-    best = align
-    for t in range(align, min(tile, g) + 1, align):
-        if g % t == 0:
-            best = t
-    return best
 
 
 def valid_masks(grid: TileGrid, origin: jax.Array) -> tuple[jax.Array, ...]:

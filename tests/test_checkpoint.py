@@ -107,7 +107,7 @@ def test_sigterm_saves_a_checkpoint_and_says_so(inputs):
     assert len(lines) == 1 and lines[0].startswith("error: stopped by SIGTERM; checkpoint saved")
     assert "Traceback" not in err
     saved = Path(lines[0].split("checkpoint saved in ")[1].split(";")[0])
-    assert (saved / "meta.json").exists() and (saved / "state").is_dir()
+    assert (saved / "meta.json").exists() and (saved / "image.npy").is_file()
     assert not (inputs / "out.png").exists()
     assert not list(ck.glob(".tmp-*"))
 
@@ -131,3 +131,47 @@ def test_changed_settings_and_corrupt_checkpoints_are_refused(inputs, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is corrupt" in err[0] and "--restart" in err[0]
     assert not (inputs / "out.png").exists()
+
+
+def test_resume_from_each_level_end_equals_uninterrupted(inputs, capsys):
+    """A render killed right after any level's checkpoint resumes and ends bitwise equal to the
+    uninterrupted render. Each level-end checkpoint is copied alone into a fresh directory: the
+    disk state a SIGKILL just after it was written leaves behind."""
+    import shutil
+
+    from hiresnst.cli import main
+
+    ck = inputs / "ck"
+    levels = ("--scales", "3", "--min-size", "32", "--steps", "4,3,2", "--checkpoint-every", "1e9")
+    base = _cmd(inputs, "full.png", *levels, "--checkpoint-dir", str(ck))[3:]
+    assert main(base) == 0
+    ends = sorted(ck.glob("ckpt-*"))
+    assert [p.name for p in ends] == ["ckpt-00-00000004", "ckpt-01-00000003", "ckpt-02-00000002"]
+    for i, end in enumerate(ends):
+        one = inputs / f"ck{i}"
+        shutil.copytree(end, one / end.name)
+        argv = _cmd(inputs, f"part{i}.png", *levels, "--checkpoint-dir", str(one), quiet=False)
+        capsys.readouterr()
+        assert main(argv[3:]) == 0
+        assert "resumed from" in capsys.readouterr().err
+        assert np.array_equal(_read(inputs / f"part{i}.png"), _read(inputs / "full.png")), i
+
+
+def test_sigkill_just_after_a_level_end_resumes(inputs):
+    ck = inputs / "ck"
+    args = ("--scales", "2", "--min-size", "32", "--steps", "6,3", "--checkpoint-dir", str(ck))
+    proc = subprocess.Popen(
+        _cmd(inputs, "out.png", *args, "--checkpoint-every", "1e9"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = _wait_for_checkpoint(proc, ck)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert first.name == "ckpt-00-00000006"
+    resumed = subprocess.run(
+        _cmd(inputs, "out.png", *args), capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert (inputs / "out.png").exists()
