@@ -26,7 +26,7 @@ what the CI machine has): the JSON and the table say which. Writes
 benches/results/quality-<machine>-<date>.json and the contact sheet
 benches/results/quality-<machine>-<date>.jpg.
 
-    python benches/quality.py    # ~11 CPU minutes (38 min wall on a contended 2-core CPU)
+    python benches/quality.py    # ~12 CPU minutes (38 min wall on a contended 2-core CPU)
 """
 
 from __future__ import annotations
