@@ -47,7 +47,6 @@ import math
 import operator
 import os
 import re
-import secrets
 import shutil
 import socket
 import time
@@ -64,13 +63,14 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from . import contact_sheet, imageio
+from . import contact_sheet, imageio, leftovers
 from .cache import sha256_file
 from .checkpoint import CheckpointOptions
-from .config import INITS, OutputOptions, RenderConfig
+from .config import INITS, OutputOptions, RenderConfig, setting_types
 from .errors import Preempted, UserError
 from .events import Progress
-from .job import RenderJob, run_job
+from .job import RenderJob, json_safe, run_job
+from .signals import Stopped, signal_name
 
 try:
     import fcntl
@@ -268,6 +268,8 @@ class _SpecParser:
 def load_spec(path: str | os.PathLike[str]) -> Spec:
     """Read and expand a spec file; paths in it are relative to its directory."""
     p = Path(path)
+    if p.exists() and not p.is_dir() and not p.is_file():  # a FIFO would block for ever
+        raise UserError(f"{p}: not a regular file (a pipe or device?); give the spec's .toml file")
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -475,7 +477,7 @@ def _check_key(p: _SpecParser, section: str, key: str, group: int = 0) -> None:
         )
 
 
-_HINTS = typing.get_type_hints(RenderConfig)
+_HINTS = setting_types()
 
 
 def _convert_value(
@@ -713,12 +715,64 @@ def as_spec(spec: Spec | str | os.PathLike[str] | Mapping[str, Any]) -> Spec:
     return load_spec(spec)
 
 
+#: Array-job variables read by `--shard auto`: (index, count, the index's first value) per
+#: scheduler. Kubernetes gives an Indexed Job's pods JOB_COMPLETION_INDEX only: set
+#: JOB_COMPLETION_COUNT to the Job's `completions` in its pod template (see the README).
+SHARD_VARIABLES = (
+    ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN"),
+    ("JOB_COMPLETION_INDEX", "JOB_COMPLETION_COUNT", None),
+)
+
+
+def shard_from_environment(env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """`--shard auto`: (I, N), 1-based, from a Slurm job array (task ID counted from
+    SLURM_ARRAY_TASK_MIN, in steps of SLURM_ARRAY_TASK_STEP) or a Kubernetes Indexed Job."""
+    env = os.environ if env is None else env
+    for index_var, count_var, min_var in SHARD_VARIABLES:
+        if index_var not in env and count_var not in env:
+            continue
+        for var in (index_var, count_var):
+            if var not in env:
+                raise UserError(f"--shard auto: {index_var} and {count_var} must both be set")
+        index, count = (_env_int(env, v) for v in (index_var, count_var))
+        if min_var is not None:
+            base = _env_int(env, min_var) if min_var in env else 0
+            step = _env_int(env, "SLURM_ARRAY_TASK_STEP") if "SLURM_ARRAY_TASK_STEP" in env else 1
+            if step < 1 or (index - base) % step:
+                raise UserError(
+                    f"--shard auto: {index_var}={index} is not on the array's range "
+                    f"(from {base} in steps of {step}); give --shard I/N"
+                )
+            index = (index - base) // step
+        if count < 1 or not 0 <= index < count:
+            raise UserError(
+                f"--shard auto: {index_var} gives shard {index} (from 0) of {count_var}={count}; "
+                "the index must be below the count"
+            )
+        return index + 1, count
+    raise UserError(
+        "--shard auto found no array-job variables (SLURM_ARRAY_TASK_ID and "
+        "SLURM_ARRAY_TASK_COUNT, or JOB_COMPLETION_INDEX and JOB_COMPLETION_COUNT); "
+        "give --shard I/N"
+    )
+
+
+def _env_int(env: Mapping[str, str], name: str) -> int:
+    text = env[name]
+    if not re.fullmatch(r"\s*\d+\s*", text):
+        raise UserError(f"--shard auto: {name} must be a whole number ≥ 0, got {text!r}")
+    return int(text)
+
+
 def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
-    """`"I/N"` (1-based) as (I, N); None for no sharding."""
+    """`"I/N"` (1-based) as (I, N), or `"auto"` from the environment (`shard_from_environment`);
+    None for no sharding."""
     if shard is None:
         return None
     if isinstance(shard, tuple):
         i, n = shard
+    elif str(shard).strip().lower() == "auto":
+        i, n = shard_from_environment()
     else:
         m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(shard))
         if not m:
@@ -742,7 +796,7 @@ def select_shard(jobs: Sequence[Job], shard: str | tuple[int, int] | None) -> li
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    tmp = path.with_name(leftovers.temp_file_name(path.name))
     try:
         with open(tmp, "x", encoding="utf-8") as fh:
             fh.write(text)
@@ -911,17 +965,6 @@ class SeriesResult:
         return f"{len(self.jobs)} jobs: " + ", ".join(parts) + f" ({self.seconds:.1f} s)"
 
 
-def _finite(value: Any) -> Any:
-    """JSON-safe copy: non-finite floats become None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def _thumb_path(out_dir: Path, sha256: str) -> Path:
     return out_dir / THUMBS_DIR / f"{sha256[:16]}.png"
 
@@ -1004,7 +1047,7 @@ def _run_one(
             record["traceback"] = traceback.format_exc(limit=20)
         record.update(status="failed", error=message)
     record["seconds"] = round(time.perf_counter() - t0, 3)
-    return _finite(record), thumb
+    return json_safe(record), thumb
 
 
 def _version() -> str:
@@ -1062,6 +1105,20 @@ class _Sheet:
         contact_sheet.write_contact_sheet(self.path, cells, columns=self.spec.columns, title=title)
 
 
+def _refuse_overwriting_inputs(spec: Spec, out: Path) -> None:
+    """No job's output (nor the manifest or contact sheet) may be any job's input: a content
+    `OUT/portrait.png` would be overwritten by a job named `portrait`. All jobs, not a shard's:
+    the other shards write theirs into the same directory."""
+    outputs = [(f"job {j.name}'s output", j.output_path(out)) for j in spec.jobs]
+    outputs += [("the manifest", out / MANIFEST_NAME)]
+    outputs += [("the contact sheet", out / CONTACT_SHEET_NAME)]
+    inputs: list[tuple[str, str | os.PathLike[str]]] = []
+    for j in spec.jobs:
+        files = RenderJob(j.content, j.styles, j.config, j.output_path(out)).inputs()
+        inputs += [(f"input of job {j.name}", p) for p in files]
+    imageio.refuse_overwriting_inputs(outputs, inputs)
+
+
 def run(
     spec: Spec | str | os.PathLike[str] | Mapping[str, Any],
     out_dir: str | os.PathLike[str],
@@ -1094,6 +1151,7 @@ def run(
     except OSError as e:
         raise UserError(f"{out}: cannot create the output directory ({e.strerror or e})") from e
     imageio.check_output_path(out / CONTACT_SHEET_NAME)  # writable, before any work
+    _refuse_overwriting_inputs(spec, out)
     jobs = select_shard(spec.jobs, shard_t)
     manifest = Manifest(out)
     order = [j.key for j in spec.jobs]
@@ -1127,7 +1185,15 @@ def run(
                 continue
             if progress:
                 progress.job_start(job, number, len(todo))
-            record, thumb = _run_one(job, spec, out, progress, shard_s, checkpoint_every)
+            try:
+                record, thumb = _run_one(job, spec, out, progress, shard_s, checkpoint_every)
+            except Stopped as e:  # the job's temporary files are gone; finished jobs are kept
+                saved = "its checkpoint is saved; " if getattr(e, "path", None) else ""
+                raise Stopped(
+                    e.signum,
+                    f"stopped by {signal_name(e.signum)} during job {job.name}; {saved}run the "
+                    "same command again to continue (finished jobs are kept)",
+                ) from None
             records = manifest.update(record, order)
         if thumb is not None:
             sheet.add(record["sha256"], thumb)

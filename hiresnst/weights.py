@@ -211,6 +211,8 @@ def _check_file(path: Path) -> None:
         raise UserError(f"weights file {path} does not exist")
     if path.is_dir():
         raise UserError(f"{path} is a directory, expected a weights file ({SUPPORTED})")
+    if not path.is_file():  # a FIFO or device would block or never end
+        raise UserError(f"{path} is not a regular file (a pipe or device?); give a weights file")
     if path.stat().st_size == 0:
         raise UserError(f"weights file {path} is empty (0 bytes): download or copy it again")
 
