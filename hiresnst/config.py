@@ -38,12 +38,13 @@ FITS = ("crop", "pad")
 STATES = ("auto", "device", "host")
 COLOR_MODES = (None, "luminance", "histogram")
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
-STYLE_LOSSES = ("gram", "mrf", "gram+mrf")
+STYLE_LOSSES = ("gram", "mrf", "gram+mrf", "w2", "w2+mrf")
+HANDOVERS = ("reset", "carry")
 MRF_LAYERS: tuple[tuple[str, float], ...] = (("conv3_1", 0.5), ("conv4_1", 0.5))
 #: Default MRF weight per --style-loss. Alone, the patch term outweighs the content term at
 #: much lower weights than beside the Gram term, whose gradient is ~1e5 times the patch term's
 #: at the start (random VGG19 at 256 px; see the README's MRF examples).
-MRF_WEIGHTS = {"mrf": 0.5, "gram+mrf": 3e4}
+MRF_WEIGHTS = {"mrf": 0.5, "gram+mrf": 3e4, "w2+mrf": 3e4}
 
 
 # ------------------------------------------------------------------ parsers of option text
@@ -280,7 +281,9 @@ class RenderConfig:
         parse=str,
     )
     style_loss: str = setting(
-        "gram", "gram (Gatys), mrf (neural patches, Li & Wand) or gram+mrf."
+        "gram",
+        "gram (Gatys), w2 (Wasserstein-2 between Gaussian fits), mrf (neural patches, "
+        "Li & Wand), gram+mrf or w2+mrf.",
     )
     mrf_layers: tuple[tuple[str, float], ...] = setting(
         MRF_LAYERS,
@@ -293,6 +296,17 @@ class RenderConfig:
         None, "Weight of the MRF (patch) loss (default 0.5 for mrf, 3e4 for gram+mrf)."
     )
     mrf_patches: int = setting(4096, "Style patches per MRF layer (a lattice over the style).")
+    average: float = setting(
+        0.0, "EMA decay of each level's iterates; the average is the level's result (0 = off)."
+    )
+    handover: str = setting(
+        "reset",
+        "Adam between levels: reset (fresh, --warmup ramp) or carry (moments resized, count "
+        "kept, no ramp).",
+    )
+    seamless: bool = setting(
+        False, "Output that tiles with itself (wrap-around padding; sides multiples of 16 px)."
+    )
     device_memory: float | None = setting(
         None,
         "Plan for devices with this much memory (e.g. 80GB) instead of the ones present.",
@@ -382,6 +396,7 @@ class RenderConfig:
             raise UserError(f"--warmup must be ≥ 0 steps, got {self.warmup}")
         if len(self.widths) != 5 or any(w < 1 for w in self.widths):
             raise UserError(f"widths must be 5 positive channel counts, got {self.widths}")
+        self._validate_quality()
         self._validate_style_loss(n_styles)
         for name, w in (*self.content_layers, *self.style_layers, *self.mrf_layers):
             if name not in LAYERS or not name.startswith("conv"):
@@ -403,6 +418,22 @@ class RenderConfig:
             ):
                 raise UserError("--style-blend weights must be ≥ 0 and not all 0")
         steps_per_level(self.steps, self.scales)
+
+    def _validate_quality(self) -> None:
+        if not (math.isfinite(self.average) and 0 <= self.average < 1):
+            raise UserError(
+                f"--average must be an EMA decay in [0, 1) (0 = off), got {self.average}"
+            )
+        _choice("--handover", self.handover, HANDOVERS)
+        if self.handover == "carry" and self.optimizer != "adam":
+            raise UserError("--handover carry carries Adam's moments; use it with --optimizer adam")
+        if self.state == "host" and (
+            self.average or self.handover == "carry" or self.seamless or "w2" in self.style_loss
+        ):
+            raise UserError(
+                "--state host has no --average, --handover carry, --seamless or W2 loss yet; "
+                "use --state device"
+            )
 
     def _validate_overlap(self) -> None:
         """An overlap far beyond the exact halo buys nothing and would surface later as an
@@ -427,7 +458,7 @@ class RenderConfig:
         check_style_mask_indices(self.style_masks, n_styles)
         if self.style_masks and "mrf" in self.style_loss:
             raise UserError(
-                "--style-mask weights the Gram statistics; use it with --style-loss gram"
+                "--style-mask weights the Gram statistics; use it with --style-loss gram or w2"
             )
 
     def loss_spec(self, widths: tuple[int, ...]) -> Any:
@@ -436,7 +467,9 @@ class RenderConfig:
 
         return LossSpec(
             content_layers=self.content_layers,
-            style_layers=self.style_layers if "gram" in self.style_loss else (),
+            style_layers=self.style_layers if self.style_loss.split("+")[0] != "mrf" else (),
+            style_kind="w2" if "w2" in self.style_loss else "gram",
+            seamless=self.seamless,
             mrf_layers=self.mrf_layers if "mrf" in self.style_loss else (),
             mrf_weight=self.effective_mrf_weight,
             masked=self.masked,

@@ -169,7 +169,9 @@ def masked_targets(
         s_plan = (
             None
             if plan is None
-            else make_plan(*np.shape(s)[:2], spec, plan.grid.tile, None, plan.batch, mesh)
+            else make_plan(
+                *np.shape(s)[:2], spec.for_style_image(), plan.grid.tile, None, plan.batch, mesh
+            )
         )
         per_style.append(style_target_jit(params, spec, s, s_plan))
     content_t = content_target_jit(params, spec, content, plan)

@@ -84,12 +84,45 @@ def _conv3x3_bwd(res, g: jax.Array):
 conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 
 
+def _wrap1(x: jax.Array) -> jax.Array:
+    return jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="wrap")
+
+
+def _conv_valid(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=_DIMS)
+
+
+@jax.custom_vjp
+def conv3x3_wrap(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """3×3 circular convolution (the map wraps around its edges: seamless textures).
+
+    Its input gradient is the circular convolution of the cotangent with the flipped,
+    channel-transposed kernel, written as a forward conv for the same reason as `conv3x3`.
+    """
+    return _conv_valid(_wrap1(x), kernel)
+
+
+def _conv3x3_wrap_fwd(x: jax.Array, kernel: jax.Array):
+    return conv3x3_wrap(x, kernel), (x, kernel)
+
+
+def _conv3x3_wrap_bwd(res, g: jax.Array):
+    x, kernel = res
+    dx = _conv_valid(_wrap1(g), jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))
+    dkernel = jax.vjp(lambda k: _conv_valid(_wrap1(x), k), kernel)[1](g)[0]
+    return dx, dkernel
+
+
+conv3x3_wrap.defvjp(_conv3x3_wrap_fwd, _conv3x3_wrap_bwd)
+
+
 class Conv3x3(nn.Module):
     """`nn.Conv(features, (3, 3), padding="SAME")` with `conv3x3`'s gradient; the same
     parameters ("kernel" HWIO, "bias"), so ported checkpoints load unchanged."""
 
     features: int
     dtype: jnp.dtype = jnp.float32
+    wrap: bool = False  # circular padding (`conv3x3_wrap`) instead of zeros
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -97,7 +130,8 @@ class Conv3x3(nn.Module):
             "kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features)
         )
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        y = conv3x3(x.astype(self.dtype), kernel.astype(self.dtype))
+        conv = conv3x3_wrap if self.wrap else conv3x3
+        y = conv(x.astype(self.dtype), kernel.astype(self.dtype))
         return y + bias.astype(self.dtype)
 
 
@@ -106,11 +140,14 @@ class VGG19(nn.Module):
 
     Input: (N, H, W, 3) RGB in [0, 1]; ImageNet mean/std normalisation happens inside.
     `outputs` names the layers to return; nothing after the deepest of them is computed.
+    With `wrap`, every conv pads by wrapping around the map (2×2 poolings need no padding on
+    the even sizes a seamless image has at every level).
     """
 
     widths: tuple[int, ...] = DEFAULT_WIDTHS
     pooling: str = "avg"
     dtype: jnp.dtype = jnp.float32
+    wrap: bool = False
 
     @nn.compact
     def __call__(
@@ -131,7 +168,9 @@ class VGG19(nn.Module):
                 pool = nn.avg_pool if self.pooling == "avg" else nn.max_pool
                 h = masked(pool(h, (2, 2), strides=(2, 2), padding="VALID"), level)
                 continue
-            conv = Conv3x3(conv_width(name, self.widths), dtype=self.dtype, name=name)
+            conv = Conv3x3(
+                conv_width(name, self.widths), dtype=self.dtype, wrap=self.wrap, name=name
+            )
             h = masked(nn.relu(conv(h)), level)
             if name in outputs:
                 feats[name] = h

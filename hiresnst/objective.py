@@ -20,6 +20,7 @@ the targets; the unmasked path is unchanged when `masked` is False.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -74,6 +75,12 @@ class LossSpec:
     #: Neural-patch (MRF) layers with weights; empty = no MRF term. See `mrf_target`.
     mrf_layers: tuple[tuple[str, float], ...] = ()
     mrf_weight: float = 1.0
+    #: Statistics of the style term: "gram" (Gatys) or "w2" (Wasserstein-2 between Gaussian
+    #: fits; its "Grams" are augmented, (C + 1, C + 1): see `losses.augment`).
+    style_kind: str = "gram"
+    #: Wrap-around (toroidal) image: every conv pads by wrapping, the TV term pairs the last
+    #: row/column with the first, and tiles wrap around the image edge (`TileGrid.wrap`).
+    seamless: bool = False
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -95,10 +102,27 @@ class LossSpec:
         return round_up(need, 2**self.levels)
 
     def model(self) -> VGG19:
-        return VGG19(widths=self.widths, pooling=self.pooling, dtype=jnp.dtype(self.dtype))
+        return VGG19(
+            widths=self.widths,
+            pooling=self.pooling,
+            dtype=jnp.dtype(self.dtype),
+            wrap=self.seamless,
+        )
 
     def style_weights(self) -> dict[str, float]:
         return {n: self.style_weight * w for n, w in self.style_layers}
+
+    def for_style_image(self) -> LossSpec:
+        """The spec that a style image's statistics are computed with: a style is not a tile of
+        a torus, so it is never wrapped (its features are seamless's targets all the same)."""
+        return dataclasses.replace(self, seamless=False)
+
+    def check_seamless(self, height: int, width: int) -> None:
+        """A seamless image pools exactly at every level only if its sides are multiples of
+        2**levels (floor pooling would drop the rows that join the edges)."""
+        align = 2**self.levels
+        if self.seamless and (height % align or width % align):
+            raise ValueError(f"a seamless image's sides must be multiples of {align} px")
 
 
 def features(
@@ -143,8 +167,11 @@ def _content_term(
 
 
 def _mrf_counts(spec: LossSpec, height: int, width: int) -> dict[str, int]:
-    """Positions of each MRF layer whose 3×3 patch lies inside the whole image."""
+    """Positions of each MRF layer whose 3×3 patch lies inside the whole image (all of them
+    on a seamless image, whose patches wrap)."""
     hs, ws = pooled_sizes(height, spec.levels), pooled_sizes(width, spec.levels)
+    if spec.seamless:
+        return {n: hs[layer_level(n)] * ws[layer_level(n)] for n, _ in spec.mrf_layers}
     return {
         n: max(hs[layer_level(n)] - 2, 0) * max(ws[layer_level(n)] - 2, 0)
         for n, _ in spec.mrf_layers
@@ -220,22 +247,47 @@ def _mask_counts(spec: LossSpec, style_masks: tuple[jax.Array, ...]) -> dict[str
     }
 
 
+_STYLE_FNS = {
+    # (loss, cotangents, masked loss, masked cotangents) per LossSpec.style_kind
+    "gram": (
+        losses.style_loss_from_grams,
+        losses.style_gram_cotangents,
+        losses.masked_style_loss,
+        losses.masked_style_gram_cotangents,
+    ),
+    "w2": (
+        losses.w2_style_loss,
+        losses.w2_gram_cotangents,
+        losses.masked_w2_style_loss,
+        losses.masked_w2_gram_cotangents,
+    ),
+}
+
+
 def style_value(spec, grams, style_t, counts) -> jax.Array:
+    plain, _, masked, _ = _STYLE_FNS[spec.style_kind]
     if not spec.masked:
-        return losses.style_loss_from_grams(grams, style_t, counts, spec.style_weights())
+        return plain(grams, style_t, counts, spec.style_weights())
     n = _mask_counts(spec, style_t["masks"])
-    return losses.masked_style_loss(
-        grams, style_t["stack"], n, style_t["blend"], spec.style_weights()
-    )
+    return masked(grams, style_t["stack"], n, style_t["blend"], spec.style_weights())
 
 
 def style_cotangents(spec, grams, style_t, counts) -> dict[str, jax.Array]:
+    _, plain, _, masked = _STYLE_FNS[spec.style_kind]
     if not spec.masked:
-        return losses.style_gram_cotangents(grams, style_t, counts, spec.style_weights())
+        return plain(grams, style_t, counts, spec.style_weights())
     n = _mask_counts(spec, style_t["masks"])
-    return losses.masked_style_gram_cotangents(
-        grams, style_t["stack"], n, style_t["blend"], spec.style_weights()
-    )
+    return masked(grams, style_t["stack"], n, style_t["blend"], spec.style_weights())
+
+
+def _stat_features(spec: LossSpec, f: jax.Array, valid: jax.Array | None) -> jax.Array:
+    """The features whose Gram the style term sums: f itself, or f augmented with the counted
+    positions' 1 channel for W2 (`valid`: in-image positions, None = all)."""
+    return losses.augment(f, valid) if spec.style_kind == "w2" else f
+
+
+def _stat_width(spec: LossSpec, name: str) -> int:
+    return feats_width(spec, name) + (spec.style_kind == "w2")
 
 
 def _pad_level(grid: TileGrid, m: jax.Array, k: int) -> jax.Array:
@@ -281,12 +333,13 @@ def _mask_cores(grid: TileGrid, m_pad: jax.Array, origins: jax.Array, k: int) ->
     return jnp.stack([one(origins[i]) for i in range(origins.shape[0])], axis=len(lead))
 
 
-def core_grams(spec, grid, feats, names, padded, origins) -> dict[str, jax.Array]:
-    """Σ over a batch's cores of f fᵀ, (C, C); masked: Σ m_s f fᵀ per style, (S, C, C)."""
+def core_grams(spec, grid, feats, names, padded, origins, valid) -> dict[str, jax.Array]:
+    """Σ over a batch's cores of f fᵀ, (C, C); masked: Σ m_s f fᵀ per style, (S, C, C).
+    (For W2, f is augmented with the core's in-image mask from `valid`, the windows' masks.)"""
     out = {}
     for n in names:
         k = layer_level(n)
-        core = tile_core(grid, feats[n], k)
+        core = _stat_features(spec, tile_core(grid, feats[n], k), tile_core(grid, valid[k], k))
         if padded is None:
             out[n] = losses.gram_sum(core)
         else:
@@ -309,7 +362,7 @@ def batch_grams(params, spec, grid, wins, masks, padded, origins) -> dict[str, j
     (inside its scan) and on the host path (one streamed batch) alike."""
     names = style_names(spec)
     feats = features(params, spec, wins, names, masks)
-    return core_grams(spec, grid, feats, names, padded, origins)
+    return core_grams(spec, grid, feats, names, padded, origins, masks)
 
 
 def tile_surrogate(params, spec, grid, counts, cot, padded, mrf_t, wins, masks, content, origins):
@@ -319,7 +372,7 @@ def tile_surrogate(params, spec, grid, counts, cot, padded, mrf_t, wins, masks, 
     device and host paths both differentiate this."""
     names = style_names(spec)
     feats = features(params, spec, wins, spec.outputs, masks)
-    tile_grams = core_grams(spec, grid, feats, names, padded, origins)
+    tile_grams = core_grams(spec, grid, feats, names, padded, origins, masks)
     s = sum(jnp.sum(cot[n] * tile_grams[n]) for n in names)
     c_masks = content_core_masks(spec, grid, padded, origins)
     local = local_terms(spec, grid, wins, masks, feats, content, counts, c_masks, mrf_t)
@@ -334,13 +387,16 @@ def untiled_loss(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Total loss and its weighted terms for an (H, W, 3) image in [0, 1]."""
     h, w = x.shape[:2]
+    spec.check_seamless(h, w)
     counts = layer_counts(spec, h, w)
     style_t = style_args(spec, targets, h, w)
     feats = features(params, spec, x[None], spec.outputs)
     if spec.masked:
         sm = style_t["masks"]
         grams = {
-            n: losses.masked_gram_sum(feats[n], sm[layer_level(n)][:, None])
+            n: losses.masked_gram_sum(
+                _stat_features(spec, feats[n], None), sm[layer_level(n)][:, None]
+            )
             for n in style_names(spec)
         }
         cm = style_t["content_mask"]
@@ -348,17 +404,17 @@ def untiled_loss(
             None if cm is None else {n: cm[layer_level(n)][None] for n, _ in spec.content_layers}
         )
     else:
-        grams = {n: losses.gram_sum(feats[n]) for n in style_names(spec)}
+        grams = {
+            n: losses.gram_sum(_stat_features(spec, feats[n], None)) for n in style_names(spec)
+        }
         c_masks = None
     style = style_value(spec, grams, style_t, counts)
     content = _content_term(spec, feats, targets["content"], counts, c_masks)
-    tv = spec.tv_weight * losses.tv_sum(x) / (h * w * 3)
+    tv = spec.tv_weight * losses.tv_sum(x, spec.seamless) / (h * w * 3)
     if spec.mrf_layers:
-        patches = {n: losses.patches3x3(feats[n]) for n, _ in spec.mrf_layers}
-        inside = {
-            n: losses.interior(jnp.ones((*feats[n].shape[:3], 1), jnp.float32))[..., 0]
-            for n, _ in spec.mrf_layers
-        }
+        patches = {n: losses.patches3x3(feats[n], spec.seamless) for n, _ in spec.mrf_layers}
+        ones = {n: jnp.ones((*feats[n].shape[:3], 1), jnp.float32) for n, _ in spec.mrf_layers}
+        inside = {n: (m if spec.seamless else losses.interior(m))[..., 0] for n, m in ones.items()}
         mrf = _mrf_term(spec, patches, inside, targets["mrf"], _mrf_counts(spec, h, w))
         local = (content, tv, mrf)
     else:
@@ -463,7 +519,8 @@ def make_plan(
     mesh: Mesh | None = None,
 ) -> TiledPlan:
     halo = spec.halo if overlap is None else overlap
-    grid = make_grid(height, width, tile, halo, spec.levels)
+    spec.check_seamless(height, width)
+    grid = make_grid(height, width, tile, halo, spec.levels, spec.seamless)
     return TiledPlan(grid, max(1, min(batch, grid.count)), mesh)
 
 
@@ -489,7 +546,7 @@ def zeros_grams(
     spec: LossSpec, names: tuple[str, ...], styles: int | None = None
 ) -> dict[str, jax.Array]:
     lead = () if styles is None else (styles,)
-    return {n: jnp.zeros((*lead, *(feats_width(spec, n),) * 2), jnp.float32) for n in names}
+    return {n: jnp.zeros((*lead, *(_stat_width(spec, n),) * 2), jnp.float32) for n in names}
 
 
 def _gram_pass(params, spec, grid, x_pad, origins, live, names, padded=None):
@@ -508,7 +565,7 @@ def _gram_pass(params, spec, grid, x_pad, origins, live, names, padded=None):
             grams = batch_grams(params, spec, grid, wins, masks, padded, o)
         else:  # other layers' Grams (e.g. `tiled_grams` for any layers)
             feats = features(params, spec, wins, names, masks)
-            grams = core_grams(spec, grid, feats, names, padded, o)
+            grams = core_grams(spec, grid, feats, names, padded, o, masks)
         return {n: acc[n] + grams[n] for n in names}, None
 
     return jax.lax.scan(body, zeros_grams(spec, names, styles), (origins, live))[0]
@@ -602,7 +659,7 @@ def tiled_value_and_grad(
         init = (jnp.zeros_like(x_pad), _zero_local())
         (grad_pad, local), _ = jax.lax.scan(body, init, (origins, live, content))
         grad_pad, local = _psum((grad_pad, local), axis)
-        return _whole_terms(spec, style, local), grid.unpad(grad_pad)
+        return _whole_terms(spec, style, local), grid.fold(grad_pad)
 
     origins, live = plan.batches()
     run = _distributed(fn, plan, 4, 3, P())
@@ -628,7 +685,7 @@ def tiled_loss(
             o, lv, content = xs
             wins, masks = _windows(grid, x_pad, o, lv)
             feats = features(params, spec, wins, spec.outputs, masks)
-            tile_grams = core_grams(spec, grid, feats, snames, padded, o)
+            tile_grams = core_grams(spec, grid, feats, snames, padded, o, masks)
             grams = {n: grams[n] + tile_grams[n] for n in snames}
             c_masks = content_core_masks(spec, grid, padded, o)
             local = local_terms(spec, grid, wins, masks, feats, content, counts, c_masks, mrf_t)
@@ -651,14 +708,16 @@ def tiled_loss(
 def style_target(
     params: Params, spec: LossSpec, style: jax.Array, plan: TiledPlan | None
 ) -> dict[str, jax.Array]:
-    """A_l = G_l / N_l of one style image (tiled when a plan is given, for large styles)."""
+    """A_l = G_l / N_l of one style image (tiled when a plan is given, for large styles; the
+    plan made with `spec.for_style_image()`). W2's are augmented Grams (`losses.augment`)."""
+    spec = spec.for_style_image()
     names = tuple(n for n, _ in spec.style_layers)
     if not names:  # MRF alone: no Gram term
         return {}
     counts = layer_counts(spec, *style.shape[:2])
     if plan is None:
         feats = features(params, spec, style[None], names)
-        grams = {n: losses.gram_sum(feats[n]) for n in names}
+        grams = {n: losses.gram_sum(_stat_features(spec, feats[n], None)) for n in names}
     else:
         grams = tiled_grams(params, spec, plan, style, names)
     return {n: grams[n] / counts[n] for n in names}
@@ -684,6 +743,7 @@ def mrf_target(
     by tile (`tile`, on this process's device) for styles too large for one; host arrays out.
     """
     used = [s for s, w in zip(styles, blend, strict=True) if w > 0]
+    spec = spec.for_style_image()
     names = tuple(n for n, _ in spec.mrf_layers)
     share = max(1, max_patches // len(used))
     banks: dict[str, list[np.ndarray]] = {n: [] for n in names}

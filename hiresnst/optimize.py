@@ -3,12 +3,19 @@
 The image is the optimised parameter. Adam steps are projected back into [0, 1]; L-BFGS runs
 unconstrained (clipping would invalidate its curvature pairs and line-search values) and the
 result is clamped when it is written, as in neural-style.
+
+Two optional pieces act around the step, as pure functions over the state:
+- iterate averaging (`init_state`/`make_step` with `average` > 0, `level_result`): the level's
+  result is a bias-corrected exponential moving average of its iterates, which averages away the
+  last iterates' step-size noise;
+- Adam carried across scales (`carry_adam`): the next level starts from this level's moments,
+  resized to its size, and its step count, instead of a fresh Adam and a step-size warm-up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -58,11 +65,85 @@ def warmup_schedule(learning_rate: float, warmup: int) -> optax.ScalarOrSchedule
     return lambda count: learning_rate * jnp.minimum(1.0, (count + 1) / warmup)
 
 
-def make_step(loss_fn: LossFn, name: str, opt: optax.GradientTransformation) -> Step:
+class Averaged(NamedTuple):
+    """An optimiser state with the running average of the iterates (`init_state`)."""
+
+    inner: Any
+    average: jax.Array
+    count: jax.Array
+
+
+def init_state(opt: optax.GradientTransformation, x: jax.Array, average: float = 0.0) -> Any:
+    """The optimiser's initial state, wrapped in `Averaged` when averaging (decay > 0)."""
+    state = opt.init(x)
+    if average <= 0:
+        return state
+    return Averaged(state, jnp.zeros_like(x), jnp.zeros((), jnp.int32))
+
+
+def ema_update(avg: jax.Array, x: jax.Array, count: jax.Array, decay: float) -> jax.Array:
+    """The bias-corrected EMA after its `count`-th iterate x (count ≥ 1):
+    avg_c = Σ_{i≤c} decay^(c−i) (1 − decay) x_i / (1 − decay^c), so avg_1 = x_1 and no start
+    value is mixed in."""
+    c = count.astype(jnp.float32)
+    w = (1.0 - decay) / (1.0 - jnp.float32(decay) ** c)
+    return (avg + w * (x - avg)).astype(avg.dtype)
+
+
+def level_result(x: jax.Array, state: Any) -> jax.Array:
+    """A level's result: the average of its iterates when averaging (and any step was taken),
+    else the last iterate."""
+    if isinstance(state, Averaged):
+        return jnp.where(state.count > 0, state.average, x)
+    return x
+
+
+def carry_adam(new: Any, old: Any, hw: tuple[int, int]) -> Any:
+    """`new` (a fresh state at the next level, size hw) with `old`'s Adam moments resized into
+    it (bilinear, so the second moment stays ≥ 0) and `old`'s step counts.
+
+    Every loss term is a mean over positions, so a pixel's gradient scales as 1/pixels: the
+    moments are rescaled by the area ratio a (first ×a, second ×a²) to the gradients they will
+    be mixed with, and Adam's step, m/√v, carries over unchanged.
+    """
+
+    def adam_states(state):
+        leaves = jax.tree_util.tree_leaves(
+            state, is_leaf=lambda s: isinstance(s, optax.ScaleByAdamState)
+        )
+        return [s for s in leaves if isinstance(s, optax.ScaleByAdamState)]
+
+    (o,) = adam_states(old.inner if isinstance(old, Averaged) else old)
+    a = (o.mu.shape[0] * o.mu.shape[1]) / (hw[0] * hw[1])
+
+    def resize(m, scale):
+        out = jax.image.resize(m.astype(jnp.float32), (*hw, m.shape[2]), "linear") * scale
+        return out.astype(m.dtype)
+
+    carried = o._replace(mu=resize(o.mu, a), nu=resize(o.nu, a * a))
+
+    def swap(s):
+        if isinstance(s, optax.ScaleByAdamState):
+            return carried
+        if "count" in getattr(s, "_fields", ()):  # a schedule's step count (own buffer:
+            return s._replace(count=jnp.copy(o.count))  # the step donates the state)
+        return s
+
+    inner = new.inner if isinstance(new, Averaged) else new
+    inner = jax.tree_util.tree_map(
+        swap, inner, is_leaf=lambda s: isinstance(s, tuple) and hasattr(s, "_fields")
+    )
+    return new._replace(inner=inner) if isinstance(new, Averaged) else inner
+
+
+def make_step(
+    loss_fn: LossFn, name: str, opt: optax.GradientTransformation, average: float = 0.0
+) -> Step:
     """A jitted (params, targets, x, opt_state) -> (x, opt_state, loss, terms) step.
 
     The loss is evaluated at the image *before* the update; x and the optimiser state are
-    donated so the device holds one copy of each.
+    donated so the device holds one copy of each. With `average` (EMA decay > 0) the state is
+    `init_state`'s `Averaged`, and its average takes each new iterate.
     """
 
     def adam_step(params, targets, x, state):
@@ -82,6 +163,15 @@ def make_step(loss_fn: LossFn, name: str, opt: optax.GradientTransformation) -> 
         return optax.apply_updates(x, updates), state, loss, {}
 
     step = adam_step if name == "adam" else lbfgs_step
+    if average > 0:
+        inner_step = step
+
+        def step(params, targets, x, state):
+            x, inner, loss, terms = inner_step(params, targets, x, state.inner)
+            count = state.count + 1
+            avg = ema_update(state.average, x, count, average)
+            return x, Averaged(inner, avg, count), loss, terms
+
     return jax.jit(step, donate_argnums=(2, 3))
 
 

@@ -20,7 +20,7 @@ from . import flops
 from .config import RenderConfig
 from .errors import UserError
 from .layers import DEFAULT_WIDTHS, LAYERS, deepest
-from .sizes import level_sizes, output_shape, steps_per_level
+from .sizes import level_sizes, output_shape, steps_per_level, wrap_tile
 
 #: Device bytes per pixel of an untiled fp32 value-and-grad step of full-width VGG19 to
 #: conv5_1 (activations kept for the backward pass); scales with the widths and precision.
@@ -28,6 +28,8 @@ STEP_BYTES_PER_PIXEL = 3000
 #: Device bytes per pixel of the on-device render state: image, gradient, padded copy and Adam
 #: moments (first bf16, second fp32), the content image and its conv4_2 targets.
 DEVICE_STATE_BYTES = 98
+#: Device bytes per pixel of the fp32 average of the iterates (`--average`).
+AVERAGE_BYTES = 12
 #: Host bytes per pixel of a host-resident level (see `streaming.BYTES_PER_PIXEL`).
 HOST_STATE_BYTES = 33
 #: A float32 RGB copy, per pixel: a style resized to its level size, a level's start image.
@@ -193,7 +195,10 @@ def make_render_plan(
         host = config.state == "host" or (
             config.state == "auto" and hw[0] * hw[1] * DEVICE_STATE_BYTES > 0.25 * device_memory
         )
+        _check_quality_options(hw, spec, config, host)
         tile = _choose_tile(hw, config, spec, bpp, devices, device_memory, host)
+        if tile and spec.seamless:  # a wrapping grid has no partial tiles
+            tile = wrap_tile(*hw, tile, align)
         halo = spec.halo if config.overlap is None else _round_up(config.overlap, align)
         if tile:
             tile = _round_up(tile, align)
@@ -211,7 +216,8 @@ def make_render_plan(
             disk = state if config.state_dir else 0.0
             level_host = (0 if disk else state) + (tile + 2 * halo) * hw[1] * IMAGE_BYTES
         else:
-            device_bytes = window_bytes + px * DEVICE_STATE_BYTES
+            averaged = AVERAGE_BYTES if config.average else 0
+            device_bytes = window_bytes + px * (DEVICE_STATE_BYTES + averaged)
             disk, level_host = 0.0, px * IMAGE_BYTES  # the level's start, before it moves over
         if not host and not tile:  # an untiled level takes its style targets in one pass
             device_bytes = max(device_bytes, max(a * b for a, b in shws) * bpp / 2)
@@ -231,7 +237,7 @@ def make_render_plan(
                 index=i,
                 hw=hw,
                 steps=n,
-                warmup=config.warmup if i > 0 else 0,
+                warmup=config.warmup if i > 0 and config.handover == "reset" else 0,
                 residency="host" if host else "device",
                 tile=tile,
                 halo=halo,
@@ -253,6 +259,26 @@ def make_render_plan(
         platform,
         tuple(widths),
     )
+
+
+def _check_quality_options(
+    hw: tuple[int, int], spec: Any, config: RenderConfig, host: bool
+) -> None:
+    """Host-resident levels have no W2 loss, iterate averaging, carried Adam or wrap-around
+    (the host runner streams Gram statistics and a fresh Adam only); a seamless level's sides
+    must be multiples of the pooling alignment (floor pooling would cut the wrap)."""
+    extras = spec.style_kind == "w2" or config.average or config.handover == "carry"
+    if host and (extras or spec.seamless):
+        raise UserError(
+            f"a {hw[1]}×{hw[0]} px level needs host-resident state, which has no --style-loss "
+            "w2, --average, --handover carry or --seamless yet; render smaller"
+        )
+    align = 2**spec.levels
+    if spec.seamless and (hw[0] % align or hw[1] % align):
+        raise UserError(
+            f"--seamless needs every level's sides to be multiples of {align} px, but one is "
+            f"{hw[1]}×{hw[0]}; give --width/--height and --min-size that are"
+        )
 
 
 def _choose_tile(

@@ -103,7 +103,7 @@ def render_with_info(
     records: list[dict] = list(saved.levels) if saved else []
     key = jnp.asarray(saved.key) if saved else jax.random.PRNGKey(config.seed)
     spec = config.loss_spec(plan.widths)
-    params, image = replicate(params, mesh), None
+    params, image, carry = replicate(params, mesh), None, None
     with stop_on_sigterm() as stop:
         for lv in plan.levels:
             if saved and lv.index < saved.level:
@@ -116,11 +116,11 @@ def render_with_info(
             if image is None and resume is None:
                 key, sub = jax.random.split(key)
                 image = _initial_image(init, config, inputs, lv.hw, sub)
-            state = runner.run(runner.start(image, key, resume))
+            state = runner.run(runner.start(image, key, resume, carry))
             if ckpt:  # the level's own state, marked finished: a resume moves straight on
                 level.save(state, runner.arrays(state))
             records.append(_level_record(lv, state, resume, time.perf_counter() - t_level))
-            image = runner.image(state)
+            image, carry = runner.image(state), runner.handover(state)
             runner.close()
             saved = None if resume else saved
     image = _finish(image, config, inputs, plan.output_hw)

@@ -36,7 +36,15 @@ from .objective import (
     mrf_target,
     style_target_jit,
 )
-from .optimize import make_optimizer, make_step, opt_arrays, restore_opt
+from .optimize import (
+    carry_adam,
+    init_state,
+    level_result,
+    make_optimizer,
+    make_step,
+    opt_arrays,
+    restore_opt,
+)
 from .plan import LevelPlan
 from .sharding import host_array, host_scalar, replicate
 from .streaming import HostState, host_adam_step, host_grams
@@ -99,13 +107,20 @@ class Runner(Protocol):
     """Runs one level: `start` makes its state from a start image (any size) or a checkpoint,
     `run` takes it to the level's last step, `image` is its result for the next level."""
 
-    def start(self, image: Any, key: jax.Array, saved: Saved | None) -> LevelState: ...
+    def start(
+        self, image: Any, key: jax.Array, saved: Saved | None, carry: Any = None
+    ) -> LevelState: ...
 
     def run(self, state: LevelState) -> LevelState: ...
 
     def arrays(self, state: LevelState) -> dict[str, Any]: ...
 
     def image(self, state: LevelState) -> Any: ...
+
+    def handover(self, state: LevelState) -> Any:
+        """What the next level's `start` gets as `carry`: the optimiser state with
+        `--handover carry`, else None."""
+        ...
 
     def close(self) -> None: ...
 
@@ -115,13 +130,19 @@ def make_runner(level: Level) -> Runner:
 
 
 def _tiled(
-    level: Level, hw: tuple[int, int], mesh: Mesh | None, overlap: int | None = None
+    level: Level,
+    hw: tuple[int, int],
+    mesh: Mesh | None,
+    overlap: int | None = None,
+    style: bool = False,
 ) -> TiledPlan | None:
-    """The plan's tiling at size `hw` (a style's, with the exact halo, unless `overlap`)."""
+    """The plan's tiling at size `hw` (a style's, with the exact halo, unless `overlap`; a
+    style is never wrapped, `LossSpec.for_style_image`)."""
     lp = level.plan
     if not lp.tile:
         return None
-    return make_plan(*hw, level.spec, lp.tile, overlap, lp.batch, mesh)
+    spec = level.spec.for_style_image() if style else level.spec
+    return make_plan(*hw, spec, lp.tile, overlap, lp.batch, mesh)
 
 
 def _resume_losses(saved: Saved | None) -> tuple[float, ...]:
@@ -138,7 +159,9 @@ class DeviceRunner:
         self.content = replicate(pyramid.resize(level.inputs.content, lv.hw), mesh)
         self.targets = self._targets()
         self.opt = make_optimizer(config.optimizer, config.learning_rate, lv.warmup)
-        self.step = make_step(make_loss_fn(spec, self.tplan), config.optimizer, self.opt)
+        self.step = make_step(
+            make_loss_fn(spec, self.tplan), config.optimizer, self.opt, config.average
+        )
 
     def _targets(self) -> dict:
         level = self.level
@@ -149,7 +172,8 @@ class DeviceRunner:
         for s, shw in zip(inputs.styles, lv.style_hw, strict=True):
             style_l = replicate(pyramid.resize(s, shw), mesh)
             style_levels.append(style_l)
-            per_style.append(style_target_jit(params, spec, style_l, _tiled(level, shw, mesh)))
+            s_plan = _tiled(level, shw, mesh, style=True)
+            per_style.append(style_target_jit(params, spec, style_l, s_plan))
         content_t = content_target_jit(params, spec, self.content, self.tplan)
         if spec.masked:
             targets = masks.stack_masked_targets(
@@ -170,17 +194,23 @@ class DeviceRunner:
             targets["mrf"] = replicate(banks, mesh)
         return targets
 
-    def start(self, image: Any, key: jax.Array, saved: Saved | None) -> LevelState:
+    def start(
+        self, image: Any, key: jax.Array, saved: Saved | None, carry: Any = None
+    ) -> LevelState:
+        """`carry`: the previous level's optimiser state, whose Adam moments are carried over
+        (`--handover carry`), else a fresh state."""
         hw = self.level.plan.hw
         if saved:
             image = saved.arrays["image"]
         elif tuple(image.shape[:2]) != hw:
             image = pyramid.resize(host_array(image), hw)
         x = replicate(jnp.asarray(image), self.level.mesh)
-        opt = self.opt.init(x)
+        opt = init_state(self.opt, x, self.level.config.average)
         if saved:
             moments = {k: v for k, v in saved.arrays.items() if k != "image"}
             opt = replicate(restore_opt(opt, moments), self.level.mesh)
+        elif carry is not None:
+            opt = replicate(carry_adam(opt, carry, hw), self.level.mesh)
         return LevelState(x, opt, saved.step if saved else 0, key, _resume_losses(saved))
 
     def run(self, state: LevelState) -> LevelState:
@@ -211,7 +241,11 @@ class DeviceRunner:
         return {"image": state.image, **opt_arrays(state.opt)}
 
     def image(self, state: LevelState) -> Any:
-        return state.image
+        """The level's result: the average of its iterates with `--average`, else the last."""
+        return level_result(state.image, state.opt)
+
+    def handover(self, state: LevelState) -> Any:
+        return state.opt if self.level.config.handover == "carry" else None
 
     def close(self) -> None:
         pass
@@ -251,8 +285,11 @@ class HostRunner:
         self.dir = None if state_dir is None else Path(state_dir) / f"level-{lv.index}"
         self.hstate: HostState | None = None
 
-    def start(self, image: Any, key: jax.Array, saved: Saved | None) -> LevelState:
-        """The state: the content (8-bit) and the start (any size) or the checkpoint resized
+    def start(
+        self, image: Any, key: jax.Array, saved: Saved | None, carry: Any = None
+    ) -> LevelState:
+        """(`carry` is refused before any work on host-resident levels, `plan.py`.) The state:
+        the content (8-bit) and the start (any size) or the checkpoint resized
         or copied into it block by block, so that no other full-size array is made (the state
         may be on disk)."""
         hs = HostState.allocate((*self.level.plan.hw, 3), self.dir)
@@ -288,6 +325,9 @@ class HostRunner:
 
     def arrays(self, state: LevelState) -> dict[str, Any]:
         return state.opt.arrays()
+
+    def handover(self, state: LevelState) -> Any:
+        return None  # a host level starts a fresh Adam (`--handover carry` is refused)
 
     def image(self, state: LevelState) -> Any:
         return state.image

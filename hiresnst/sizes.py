@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -44,3 +45,17 @@ def steps_per_level(steps: int | Sequence[int], levels: int) -> list[int]:
     if any(s < 0 for s in steps):
         raise UserError(f"--steps must be ≥ 0, got {steps}")
     return steps
+
+
+def wrap_tile(height: int, width: int, tile: int, align: int) -> int:
+    """The largest tile ≤ `tile` (at least `align`) that is a multiple of `align` and divides
+    both sides: a wrapping grid has no partial tiles, whose out-of-image positions would be
+    wrapped copies that the sums must not count twice."""
+    g = math.gcd(height, width)
+    if g % align:
+        raise ValueError(f"a wrapping grid needs sides that are multiples of {align} px")
+    best = align
+    for t in range(align, min(tile, g) + 1, align):
+        if g % t == 0:
+            best = t
+    return best

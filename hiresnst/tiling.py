@@ -9,6 +9,10 @@ position is computed from a window whose halo covers the receptive field (see
 
 Windows live in *padded* coordinates: the image is zero-padded by `halo` on the top/left and up to
 the last window on the bottom/right, so that every window is an in-bounds static-size slice.
+
+A *wrapping* grid (seamless textures) pads by wrapping around the image instead, so a tile at the
+edge sees the opposite edge in its halo, exactly as the untiled circular network does; its tiles
+divide the image exactly (`wrap_tile`), so every position of every window is real image.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from .sizes import wrap_tile
 
 
 def round_up(value: int, multiple: int) -> int:
@@ -41,11 +47,16 @@ class TileGrid:
     tile: int
     halo: int
     levels: int
+    wrap: bool = False
 
     def __post_init__(self) -> None:
         align = 2**self.levels
         if self.tile <= 0 or self.tile % align or self.halo % align:
             raise ValueError(f"tile {self.tile} and halo {self.halo} must be multiples of {align}")
+        if self.wrap and (self.height % self.tile or self.width % self.tile):
+            raise ValueError(
+                f"a wrapping grid's tile {self.tile} must divide {self.height}×{self.width}"
+            )
 
     @property
     def ny(self) -> int:
@@ -73,14 +84,23 @@ class TileGrid:
         return np.stack([iy.ravel(), ix.ravel()], axis=1).astype(np.int32) * self.tile
 
     def pad(self, x: jax.Array) -> jax.Array:
-        """Zero-pad an (H, W, C) image so that every window is in bounds."""
+        """Pad an (H, W, C) image so that every window is in bounds: zeros, or wrapping."""
         ph, pw = self.padded_shape
         h, w = self.halo, self.halo
-        return jnp.pad(x, ((h, ph - h - self.height), (w, pw - w - self.width), (0, 0)))
+        widths = ((h, ph - h - self.height), (w, pw - w - self.width), (0, 0))
+        return jnp.pad(x, widths, mode="wrap" if self.wrap else "constant")
 
     def unpad(self, x_pad: jax.Array) -> jax.Array:
         h = self.halo
         return x_pad[h : h + self.height, h : h + self.width]
+
+    def fold(self, g_pad: jax.Array) -> jax.Array:
+        """The adjoint of `pad`: a gradient over the padded image → over the image. Wrapping,
+        each halo entry is added to the pixel it copies; otherwise the padding is dropped."""
+        if not self.wrap:
+            return self.unpad(g_pad)
+        zeros = jnp.zeros((self.height, self.width, g_pad.shape[-1]), g_pad.dtype)
+        return jax.vjp(self.pad, zeros)[1](g_pad)[0]
 
     def core_slice(self, level: int) -> slice:
         """The core's rows (or columns) inside a window at `level`."""
@@ -88,18 +108,27 @@ class TileGrid:
         return slice(self.halo // s, (self.halo + self.tile) // s)
 
 
-def make_grid(height: int, width: int, tile: int, halo: int, levels: int) -> TileGrid:
-    """A grid with `tile` and `halo` rounded up to the pooling alignment (2**levels)."""
+def make_grid(
+    height: int, width: int, tile: int, halo: int, levels: int, wrap: bool = False
+) -> TileGrid:
+    """A grid with `tile` and `halo` rounded up to the pooling alignment (2**levels); a
+    wrapping grid's tile is `wrap_tile`'s."""
     align = 2**levels
-    return TileGrid(height, width, round_up(max(tile, 1), align), round_up(halo, align), levels)
+    tile = round_up(max(tile, 1), align)
+    if wrap:
+        tile = wrap_tile(height, width, tile, align)
+    return TileGrid(height, width, tile, round_up(halo, align), levels, wrap)
 
 
 def valid_masks(grid: TileGrid, origin: jax.Array) -> tuple[jax.Array, ...]:
     """Per-level (window_k, window_k, 1) masks of the positions inside the whole image.
 
     `origin` is a window's padded-coordinate origin (traced). Multiplying activations by these
-    reproduces the untiled network's zero padding and its floor-pooling's dropped rows.
+    reproduces the untiled network's zero padding and its floor-pooling's dropped rows. A
+    wrapping grid's windows hold only real (wrapped) image: all ones.
     """
+    if grid.wrap:
+        return tuple(jnp.ones((grid.window >> k,) * 2 + (1,)) for k in range(grid.levels + 1))
     oy = origin[0] - grid.halo
     ox = origin[1] - grid.halo
     hs = pooled_sizes(grid.height, grid.levels)
