@@ -80,6 +80,12 @@ class RenderConfig:
     mrf_layers: tuple[tuple[str, float], ...] = MRF_LAYERS
     mrf_weight: float | None = None  # None: MRF_WEIGHTS[style_loss]
     mrf_patches: int = 4096
+    #: Video (`hiresnst.video`): weight of the temporal loss towards the previous stylised frame
+    #: warped into this one; only renders given that warp (`render_with_info(temporal=…)`) use it.
+    temporal_weight: float = 1e3
+    #: Video with --method fast: how far reliably tracked pixels follow the warped previous frame
+    #: (0 = independent frames, 1 = frozen along the flow).
+    temporal_blend: float = 0.5
 
     def output_hw(self, content_hw: tuple[int, int]) -> tuple[int, int]:
         """(H, W) of the output: width × height when given, else the content's aspect at
@@ -107,6 +113,7 @@ class RenderConfig:
             "learning_rate",
             "style_scale",
             "mrf_weight",
+            "temporal_weight",
         ):
             value = getattr(self, name)
             if value is not None and (not math.isfinite(value) or value < 0):
@@ -153,6 +160,8 @@ class RenderConfig:
             raise UserError(f"unknown --method {self.method!r}; use {' or '.join(METHODS)}")
         if not (math.isfinite(self.style_strength) and 0 <= self.style_strength <= 1):
             raise UserError(f"--style-strength must be in [0, 1], got {self.style_strength}")
+        if not (math.isfinite(self.temporal_blend) and 0 <= self.temporal_blend <= 1):
+            raise UserError(f"--temporal-blend must be in [0, 1], got {self.temporal_blend}")
         if self.state not in STATES:
             raise UserError(f"unknown --state {self.state!r}; use {', '.join(STATES)}")
         if self.state == "host" and self.optimizer != "adam":
@@ -197,7 +206,8 @@ class RenderConfig:
     def masked(self) -> bool:
         return bool(self.style_masks or self.content_mask)
 
-    def loss_spec(self, widths: tuple[int, ...]) -> LossSpec:
+    def loss_spec(self, widths: tuple[int, ...], temporal: bool = False) -> LossSpec:
+        """The objective's settings; `temporal`: with the video term (its targets given)."""
         return LossSpec(
             content_layers=self.content_layers,
             style_layers=self.style_layers if "gram" in self.style_loss else (),
@@ -209,6 +219,7 @@ class RenderConfig:
             content_weight=self.content_weight,
             style_weight=self.style_weight,
             tv_weight=self.tv_weight,
+            temporal_weight=self.temporal_weight if temporal else 0.0,
             widths=widths,
             pooling=self.pooling,
             dtype=PRECISIONS[self.precision],

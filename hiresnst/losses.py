@@ -225,3 +225,13 @@ def mrf_sum(q: jax.Array, inside: jax.Array, bank: jax.Array, bank_ok: jax.Array
     dtype = acc_dtype(q)
     d = flat.astype(dtype) - target.astype(dtype)
     return jnp.sum(inside.reshape(-1).astype(dtype) * jnp.sum(d * d, axis=-1))
+
+
+# ------------------------------------------------------------------ video
+
+
+def temporal_sum(x: jax.Array, warped: jax.Array, weights: jax.Array) -> jax.Array:
+    """Σ_p c(p) ‖x(p) − w(p)‖² in fp32 (Ruder et al. 2016): x and the previous frame warped
+    into this one, w, are (..., H, W, 3); the reliability c is (..., H, W). Divide by H·W·3."""
+    d = x.astype(jnp.float32) - warped.astype(jnp.float32)
+    return jnp.sum(weights.astype(jnp.float32) * jnp.sum(d * d, axis=-1))

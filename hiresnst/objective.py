@@ -55,6 +55,9 @@ Masked (`LossSpec.masked`): {"style_stack": {layer: A (S, C, C)}, "style_blend":
 to 1, "style_masks": (m_0, …, m_levels) with m_k (S, H_k, W_k), "content_mask": (c_0, …) with
 c_k (H_k, W_k) or None, "content": as unmasked}. H_k, W_k are the floor-pooled sizes of the
 image at level k (`tiling.pooled_sizes`); `masks.mask_pyramid` makes them.
+
+With `LossSpec.temporal_weight` > 0, also "temporal": (warped (H, W, 3), reliability (H, W)),
+whole-image arrays like the masks: a per-pixel term, summed over tile cores when tiled.
 """
 
 
@@ -76,6 +79,9 @@ class LossSpec:
     #: Neural-patch (MRF) layers with weights; empty = no MRF term. See `mrf_target`.
     mrf_layers: tuple[tuple[str, float], ...] = ()
     mrf_weight: float = 1.0
+    #: Video: weight of Σ_p c(p)‖x(p) − w(p)‖² / (H·W·3) against the previous frame warped into
+    #: this one (targets["temporal"] = (w (H, W, 3), c (H, W))); 0 = no temporal term.
+    temporal_weight: float = 0.0
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -168,6 +174,38 @@ def _mrf_term(
         s = losses.mrf_sum(patches[name], inside[name], *mrf_t[name])
         total = total + w * s / (counts[name] * patches[name].shape[-1])
     return spec.mrf_weight * total
+
+
+def _temporal_args(
+    spec: LossSpec, targets: Targets, height: int, width: int
+) -> tuple[jax.Array, jax.Array] | None:
+    """The (warped, reliability) targets when the temporal term is on, shapes checked."""
+    if not spec.temporal_weight:
+        return None
+    if targets.get("temporal") is None:
+        raise ValueError("LossSpec.temporal_weight > 0 but the targets have no 'temporal'")
+    warped, weights = targets["temporal"]
+    if tuple(warped.shape) != (height, width, 3) or tuple(weights.shape) != (height, width):
+        raise ValueError(
+            f"temporal targets have shapes {tuple(warped.shape)} and {tuple(weights.shape)}, "
+            f"expected {(height, width, 3)} and {(height, width)}"
+        )
+    return warped, weights
+
+
+def _temporal_term(spec, x, temporal_t, height: int, width: int) -> jax.Array:
+    if temporal_t is None:
+        return jnp.float32(0.0)
+    s = losses.temporal_sum(x, *temporal_t)
+    return spec.temporal_weight * s / (height * width * 3)
+
+
+def _padded_temporal(grid: TileGrid, temporal_t) -> tuple[jax.Array, jax.Array] | None:
+    """The temporal targets zero-padded like the image (reliability 0 outside it)."""
+    if temporal_t is None:
+        return None
+    warped, weights = temporal_t
+    return grid.pad(warped.astype(jnp.float32)), grid.pad(weights.astype(jnp.float32)[..., None])
 
 
 # ---------------------------------------------------------------- masks
@@ -339,10 +377,10 @@ def untiled_loss(
             for n, _ in spec.mrf_layers
         }
         mrf = _mrf_term(spec, patches, inside, targets["mrf"], _mrf_counts(spec, h, w))
-        local = (content, tv, mrf)
     else:
-        local = (content, tv, jnp.float32(0.0))
-    return _whole_terms(spec, style, local)
+        mrf = jnp.float32(0.0)
+    temporal = _temporal_term(spec, x, _temporal_args(spec, targets, h, w), h, w)
+    return _whole_terms(spec, style, (content, tv, mrf, temporal))
 
 
 # ---------------------------------------------------------------- tiled
@@ -402,6 +440,25 @@ def _local_terms(
             inside[n] = _core(grid, losses.interior(masks[k]), k)[..., 0]
         mrf = _mrf_term(spec, patches, inside, mrf_t, _mrf_counts(spec, grid.height, grid.width))
     return c, tv, mrf
+
+
+def _temporal_core(
+    spec: LossSpec,
+    grid: TileGrid,
+    wins: jax.Array,
+    valid: jax.Array,
+    temporal_pad: tuple[jax.Array, jax.Array] | None,
+    origins: jax.Array,
+) -> jax.Array:
+    """The temporal term over a batch's tile cores; `temporal_pad` from `_padded_temporal`,
+    `valid` the windows' level-0 masks (zero on dead tiles, which repeat a live origin)."""
+    if temporal_pad is None:
+        return jnp.float32(0.0)
+    h, t = grid.halo, grid.tile
+    warped, weights = (jax.vmap(lambda o, a=a: extract(a, o + h, t))(origins) for a in temporal_pad)
+    core = (slice(None), slice(h, h + t), slice(h, h + t))
+    c = (weights * valid[core])[..., 0]
+    return _temporal_term(spec, wins[core], (warped, c), grid.height, grid.width)
 
 
 AXIS = "tiles"
@@ -527,16 +584,19 @@ def tiled_core_features(
     return _distributed(fn, plan, 2, 2, P(AXIS))(params, x, origins, live)
 
 
-def _zero_local() -> tuple[jax.Array, jax.Array, jax.Array]:
-    return (jnp.float32(0.0),) * 3
+def _zero_local() -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    return (jnp.float32(0.0),) * 4
 
 
 def _whole_terms(spec: LossSpec, style: jax.Array, local) -> tuple[jax.Array, dict]:
-    """(loss, terms) from the style term and the summed local (content, tv, mrf) terms."""
-    content, tv, mrf = local
+    """(loss, terms) from the style term and the summed local (content, tv, mrf, temporal)
+    terms."""
+    content, tv, mrf, temporal = local
     terms = {"content": content, "style": style, "tv": tv}
     if spec.mrf_layers:
         terms["mrf"] = mrf
+    if spec.temporal_weight:
+        terms["temporal"] = temporal
     return sum(terms.values()), terms
 
 
@@ -552,9 +612,10 @@ def tiled_value_and_grad(
     counts = _counts(spec, grid.height, grid.width)
     style_names = _style_names(spec)
 
-    def fn(params, x, style_t, mrf_t, origins, live, content, axis):
+    def fn(params, x, style_t, mrf_t, temporal_t, origins, live, content, axis):
         x_pad = grid.pad(x)
         padded = _padded_masks(spec, grid, style_t)
+        temporal_pad = _padded_temporal(grid, temporal_t)
         grams = _gram_pass(params, spec, grid, x_pad, origins, live, style_names, padded)
         grams = _psum(grams, axis)
         style = _style_value(spec, grams, style_t, counts)
@@ -565,7 +626,10 @@ def tiled_value_and_grad(
             tile_grams = _core_grams(spec, grid, feats, style_names, padded, o)
             s = sum(jnp.sum(cot[n] * tile_grams[n]) for n in style_names)
             c_masks = _content_core_masks(spec, grid, padded, o)
-            local = _local_terms(spec, grid, wins, masks, feats, content, counts, c_masks, mrf_t)
+            local = (
+                *_local_terms(spec, grid, wins, masks, feats, content, counts, c_masks, mrf_t),
+                _temporal_core(spec, grid, wins, masks[0], temporal_pad, o),
+            )
             return s + sum(local), local
 
         def body(carry, xs):
@@ -583,9 +647,12 @@ def tiled_value_and_grad(
         return _whole_terms(spec, style, local), grid.unpad(grad_pad)
 
     origins, live = plan.batches()
-    run = _distributed(fn, plan, 4, 3, P())
+    run = _distributed(fn, plan, 5, 3, P())
     style_t = _style_args(spec, targets, grid.height, grid.width)
-    return run(params, x, style_t, targets.get("mrf"), origins, live, targets["content"])
+    temporal_t = _temporal_args(spec, targets, grid.height, grid.width)
+    return run(
+        params, x, style_t, targets.get("mrf"), temporal_t, origins, live, targets["content"]
+    )
 
 
 def tiled_loss(
@@ -596,9 +663,10 @@ def tiled_loss(
     counts = _counts(spec, grid.height, grid.width)
     style_names = _style_names(spec)
 
-    def fn(params, x, style_t, mrf_t, origins, live, content, axis):
+    def fn(params, x, style_t, mrf_t, temporal_t, origins, live, content, axis):
         x_pad = grid.pad(x)
         padded = _padded_masks(spec, grid, style_t)
+        temporal_pad = _padded_temporal(grid, temporal_t)
         styles = None if padded is None else padded["n_styles"]
 
         def body(carry, xs):
@@ -609,7 +677,10 @@ def tiled_loss(
             tile_grams = _core_grams(spec, grid, feats, style_names, padded, o)
             grams = {n: grams[n] + tile_grams[n] for n in style_names}
             c_masks = _content_core_masks(spec, grid, padded, o)
-            local = _local_terms(spec, grid, wins, masks, feats, content, counts, c_masks, mrf_t)
+            local = (
+                *_local_terms(spec, grid, wins, masks, feats, content, counts, c_masks, mrf_t),
+                _temporal_core(spec, grid, wins, masks[0], temporal_pad, o),
+            )
             return (grams, _add(local_sum, local)), None
 
         init = (_zeros_grams(spec, style_names, styles), _zero_local())
@@ -618,9 +689,12 @@ def tiled_loss(
         return _whole_terms(spec, _style_value(spec, grams, style_t, counts), local)
 
     origins, live = plan.batches()
-    run = _distributed(fn, plan, 4, 3, P())
+    run = _distributed(fn, plan, 5, 3, P())
     style_t = _style_args(spec, targets, grid.height, grid.width)
-    return run(params, x, style_t, targets.get("mrf"), origins, live, targets["content"])
+    temporal_t = _temporal_args(spec, targets, grid.height, grid.width)
+    return run(
+        params, x, style_t, targets.get("mrf"), temporal_t, origins, live, targets["content"]
+    )
 
 
 # ---------------------------------------------------------------- targets

@@ -8,6 +8,7 @@ on the image, tiled when the level is too large for one pass (or when asked to).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import threading
@@ -539,18 +540,56 @@ def _state_dir(config: RenderConfig, level: int) -> Path | None:
     return None if config.state_dir is None else Path(config.state_dir) / f"level-{level}"
 
 
+@functools.lru_cache(maxsize=8)
+def level_step(
+    spec: LossSpec, plan: TiledPlan | None, optimizer: str, learning_rate: float, warmup: int
+) -> tuple[Any, Step]:
+    """A level's optimiser and jitted step, kept for renders of the same shapes and settings:
+    a video renders every frame alike, and a fresh step would be traced and compiled again
+    for each (seconds of a small frame's render)."""
+    opt = make_optimizer(optimizer, learning_rate, warmup)
+    return opt, make_step(make_loss_fn(spec, plan), optimizer, opt)
+
+
+def _check_temporal(temporal: tuple[np.ndarray, np.ndarray], hw: tuple[int, int]) -> None:
+    warped, weights = (np.asarray(a) for a in temporal)
+    if warped.shape != (*hw, 3) or weights.shape != hw:
+        raise UserError(
+            f"temporal targets must be {hw[0]}×{hw[1]}×3 and {hw[0]}×{hw[1]} (the output), "
+            f"got {warped.shape} and {weights.shape}"
+        )
+
+
+def temporal_targets(
+    temporal: tuple[np.ndarray, np.ndarray], hw: tuple[int, int]
+) -> tuple[jax.Array, jax.Array]:
+    """The temporal loss's (warped, reliability) at a level's size (resized when smaller)."""
+    warped, weights = temporal
+    if tuple(np.shape(weights)) == tuple(hw):
+        return jnp.asarray(warped, jnp.float32), jnp.asarray(weights, jnp.float32)
+    c = pyramid.resize(np.asarray(weights, np.float32)[..., None], hw)[..., 0]
+    return pyramid.resize(np.asarray(warped, np.float32), hw), c
+
+
 def render_with_info(
     content: ImageLike,
     styles: Sequence[ImageLike],
     config: RenderConfig = RenderConfig(),
     progress: Callable[[Progress], None] | None = None,
     checkpoint: CheckpointOptions | None = None,
+    *,
+    init_image: np.ndarray | None = None,
+    temporal: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> RenderResult:
     """Render and return the image with a record of what was done (settings, losses, times).
 
     With `checkpoint`, the render state is saved every `checkpoint.every` seconds and at the end
     of each level, a later call with the same settings resumes from the newest checkpoint, and
     SIGTERM saves one and raises `Preempted`.
+
+    Video frames (`hiresnst.video`): `init_image` (H×W×3, any size, resized to the first level)
+    replaces `config.init`; `temporal` = (warped previous frame (H, W, 3), reliability (H, W)) at
+    the output size adds the temporal loss with `config.temporal_weight`, resized per level.
     """
     t_start = time.perf_counter()
     styles = list(styles)
@@ -561,20 +600,28 @@ def render_with_info(
     original_content, content_img, style_imgs = inputs.original, inputs.content, inputs.styles
     if config.method == "fast":
         return _render_fast(original_content, content_img, style_imgs, config, t_start)
-    init = resolve_init(config)
+    init = "image array" if init_image is not None else resolve_init(config)
     faststyle = FastStyle.load(style_imgs, config) if init == "fast" else None
     params, weights_meta = resolve_weights(config.weights, config.seed, widths=config.widths)
-    spec = config.loss_spec(widths_of(params))
+    use_temporal = temporal is not None and config.temporal_weight > 0
+    spec = config.loss_spec(widths_of(params), temporal=use_temporal)
     mesh = make_mesh(config.devices)
     params = replicate(params, mesh)
     final_hw = config.output_hw(content_img.shape[:2])
     _check_size(final_hw, "the output", spec)
+    if use_temporal:
+        _check_temporal(temporal, final_hw)
     sizes = pyramid.level_sizes(max(final_hw), config.scales, config.min_size)
     steps = pyramid.steps_per_level(config.steps, len(sizes))
     for long_edge in sizes:  # before any work, not at the level that needs host state
         hw = pyramid.output_shape(final_hw, long_edge)
         if use_host_state(hw, config):
             _check_host_level(hw, spec)
+            if use_temporal:
+                raise UserError(
+                    f"a {hw[1]}×{hw[0]} px level needs host-resident state, which has no "
+                    "temporal loss; render the video smaller or with --temporal-weight 0"
+                )
 
     ckpt = None
     if checkpoint is not None:
@@ -588,6 +635,10 @@ def render_with_info(
             ],
             "weights": weights_meta,
         }
+        if init_image is not None:
+            fingerprint["init_image"] = array_sha256(init_image)
+        if use_temporal:
+            fingerprint["temporal"] = [array_sha256(a) for a in temporal]
         ckpt = Checkpointer(checkpoint, fingerprint)
     saved = ckpt.restore() if ckpt else None
     resumed_from = str(saved.path) if saved else None
@@ -605,6 +656,8 @@ def render_with_info(
             t_level = time.perf_counter()
             hw = pyramid.output_shape(final_hw, long_edge)
             problem = prepare_level(params, spec, config, inputs, hw, mesh)
+            if use_temporal:
+                problem.targets["temporal"] = replicate(temporal_targets(temporal, hw), mesh)
             tiles = problem.plan.grid.count if problem.plan else 1
             resume = saved if saved and li == saved.level else None
             first = resume.step if resume else 0
@@ -628,7 +681,10 @@ def render_with_info(
                 start, at_size = resume.x, True
             elif x is None:
                 key, sub = jax.random.split(key)
-                start = _initial_image(init, config, problem, inputs, sub, faststyle)
+                if init_image is not None:
+                    start = pyramid.resize(np.asarray(init_image, np.float32), problem.hw)
+                else:
+                    start = _initial_image(init, config, problem, inputs, sub, faststyle)
                 at_size = True
             else:
                 start, at_size = x, False
@@ -640,10 +696,13 @@ def render_with_info(
                 hstate = _host_level(run, params, spec, problem, hstate, config, first, n_steps)
                 x, state = hstate.x, hstate.opt_state()
             else:
-                opt = make_optimizer(
-                    config.optimizer, config.learning_rate, _level_warmup(config, li)
+                opt, step = level_step(
+                    spec,
+                    problem.plan,
+                    config.optimizer,
+                    config.learning_rate,
+                    _level_warmup(config, li),
                 )
-                step = make_step(make_loss_fn(spec, problem.plan), config.optimizer, opt)
                 if not at_size:
                     start = pyramid.resize(host_array(start), problem.hw)
                 x = replicate(jnp.asarray(start), mesh)
