@@ -701,7 +701,8 @@ def render_with_info(
                     problem.plan,
                     config.optimizer,
                     config.learning_rate,
-                    _level_warmup(config, li),
+                    # an init image (a video's warped previous frame) is already stylised
+                    config.warmup if init_image is not None else _level_warmup(config, li),
                 )
                 if not at_size:
                     start = pyramid.resize(host_array(start), problem.hw)

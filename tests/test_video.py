@@ -229,15 +229,25 @@ def test_sigterm_mid_frame_then_rerun_equals_an_uninterrupted_run(tmp_path, rng)
         if p.frame == 2 and p.step is not None and p.step.step == 3:
             os.kill(os.getpid(), signal.SIGTERM)
 
+    twelve = VideoSettings(fps=Fraction(12))  # a frames folder's rate (default 24)
     with pytest.raises(Preempted):
-        render_video(clip_dir, [style], out, config, work_dir=work, progress=stop_in_frame_2)
+        render_video(
+            clip_dir, [style], out, config, twelve, work_dir=work, progress=stop_in_frame_2
+        )
     assert not out.exists() and not list(tmp_path.glob(".cut.mp4*"))
     manifest = json.loads((work / "manifest.json").read_text())
     assert [f["index"] for f in manifest["frames"]] == [0, 1]
     assert (work / "frame-checkpoint").is_dir()  # frame 2's state at step 3
     seen = []
     rec = render_video(
-        clip_dir, [style], out, config, work_dir=work, keep_frames=True, progress=seen.append
+        clip_dir,
+        [style],
+        out,
+        config,
+        twelve,
+        work_dir=work,
+        keep_frames=True,
+        progress=seen.append,
     )
     assert rec["resumed_frames"] == 2 and min(p.frame for p in seen) == 2
     for j, ref in enumerate(whole):
@@ -248,7 +258,7 @@ def test_sigterm_mid_frame_then_rerun_equals_an_uninterrupted_run(tmp_path, rng)
     # other settings in the same work folder are refused, not mixed in
     other = RenderConfig(**{**config.__dict__, "temporal_weight": 1.0})
     with pytest.raises(UserError, match="other settings.*temporal_weight") as e:
-        render_video(clip_dir, [style], out, other, work_dir=work)
+        render_video(clip_dir, [style], out, other, twelve, work_dir=work)
     one_line(e)
 
 
