@@ -18,7 +18,8 @@ tracks reliably, and its ratio to the same on the input. Seconds per frame are f
 0 renders alone, with compilation). --weights random (the default) means untrained VGG19: the
 figures measure consistency of the optimisation, not the look of a trained network's render.
 
-Results go to <out>/video-<machine>-<date>.json and a Markdown table is printed.
+Results go to <out>/video-<machine>-<date>.json (merged with an existing file of that name, a
+case replacing the same case) and a Markdown table of all its cases is printed.
 """
 
 from __future__ import annotations
@@ -142,6 +143,10 @@ def _report(rows: list[dict], args) -> None:
         "note": "shared machine (2 CPU cores, other jobs running): times are contended",
         "weights": args.weights,
     }
+    if path.exists():  # merge: a case (size, clip, mode) replaces the same case
+        new = {(tuple(r["size"]), r["clip"], r["mode"]) for r in rows}
+        old = json.loads(path.read_text())["rows"]
+        rows = [r for r in old if (tuple(r["size"]), r["clip"], r["mode"]) not in new] + rows
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     base = {(r["size"][0], r["clip"]): r for r in rows if r["mode"] == "independent"}
     print(f"\n{args.weights} weights; {meta['note']}\n")

@@ -82,7 +82,7 @@ class RenderConfig:
     mrf_patches: int = 4096
     #: Video (`hiresnst.video`): weight of the temporal loss towards the previous stylised frame
     #: warped into this one; only renders given that warp (`render_with_info(temporal=…)`) use it.
-    temporal_weight: float = 1e5
+    temporal_weight: float = 3e5
     #: Video with --method fast: how far reliably tracked pixels follow the warped previous frame
     #: (0 = independent frames, 1 = frozen along the flow).
     temporal_blend: float = 0.5

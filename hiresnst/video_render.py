@@ -217,15 +217,13 @@ def render_video(
     frame_config = dataclasses.replace(config, width=hw[1], height=hw[0], fit="crop", dpi=None)
     style_imgs = [_load_style(s, config) for s in styles]
     fingerprint = {
-        "settings": {k: v for k, v in dataclasses.asdict(frame_config).items() if k != "devices"},
-        "video": {
-            "input": os.path.abspath(clip.path),
-            "input_frames": clip.frames,
-            "frames": [span.start, span.stop],
-            "fps": str(fps),
-            "flow_size": settings.flow_size,
-            "independent": settings.independent,
-        },
+        **{k: v for k, v in dataclasses.asdict(frame_config).items() if k != "devices"},
+        "input": os.path.abspath(clip.path),
+        "input_frame_count": clip.frames,
+        "input_frames": [span.start, span.stop],
+        "fps": str(fps),
+        "flow_size": settings.flow_size,
+        "independent": settings.independent,
         "styles": [array_sha256(s) for s in style_imgs],
     }
     work = WorkDir(Path(work_dir) if work_dir else default_work_dir(output), fingerprint, restart)
