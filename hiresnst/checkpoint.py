@@ -1,19 +1,23 @@
 """Render checkpoints: survive preemption (SIGTERM) and SIGKILL, resume bit for bit.
 
-A checkpoint holds everything the render loop needs to continue exactly: the pyramid level and
-step, the image, the optimiser state's leaves, the RNG key, the per-level records and the losses
-so far, plus the render's *fingerprint* (its settings and the hashes of its inputs and weights).
-Resuming with a different fingerprint is refused, since it would silently mix two renders.
+A checkpoint holds everything a level needs to continue exactly: the pyramid level and step,
+the level's arrays (the image and the optimiser state, named the same on the device and on the
+host: `image`, `mu`, `nu`, `count` for Adam), the RNG key, the per-level records and the losses
+so far, plus the render's *fingerprint* (the settings that change the image and the hashes of
+its inputs and weights). Resuming with a different fingerprint is refused, since it would
+silently mix two renders; settings that do not change the image (tile, devices, state dir) may
+differ.
 
-Each checkpoint is built in a temporary directory (orbax writes the arrays, then `meta.json`)
-and renamed to `ckpt-LL-SSSSSSSS` when complete, so a directory with that name is always whole;
-the newest few are kept.
+Each array is one `.npy` file, written and read a block of rows at a time, so a host-resident
+gigapixel level is saved from, and restored into, its memory-mapped state without a full-size
+copy in RAM. A checkpoint is built in a temporary directory and renamed to `ckpt-LL-SSSSSSSS`
+when complete (`meta.json` last), so a directory with that name is always whole; the newest
+few are kept. A level's last checkpoint has step = the level's steps: the level is finished.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -28,19 +32,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from .errors import UserError
-from .orbax_io import restore_tree, save_tree
+from .errors import Preempted, UserError
+
+__all__ = ["Checkpointer", "CheckpointOptions", "Preempted", "Saved", "stop_on_sigterm"]
 
 PREFIX = "ckpt-"
-FORMAT = 1
-
-
-class Preempted(Exception):
-    """A stop was requested (SIGTERM); the render saved a checkpoint and stopped."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(f"stopped by SIGTERM; checkpoint saved in {path}")
-        self.path = path
+FORMAT = 2
+#: Rows copied at a time between a checkpoint's files and the arrays they hold.
+BLOCK_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -56,22 +55,15 @@ class CheckpointOptions:
 
 @dataclass
 class Saved:
-    """A restored checkpoint."""
+    """A restored checkpoint: its arrays are read-only memory maps of the files."""
 
     level: int
     step: int
-    x: np.ndarray
-    opt_leaves: list[np.ndarray]
+    arrays: dict[str, np.ndarray]
     key: np.ndarray
     levels: list[dict]
     losses: list[float]
     path: Path
-
-
-def array_sha256(a: np.ndarray) -> str:
-    """Hash of an input image as loaded (so a re-encoded but identical file matches)."""
-    a = np.ascontiguousarray(a, np.float32)
-    return hashlib.sha256(a.tobytes() + str(a.shape).encode()).hexdigest()
 
 
 class Checkpointer:
@@ -93,6 +85,7 @@ class Checkpointer:
             for d in self._complete():
                 shutil.rmtree(d, ignore_errors=True)
         self._last = time.monotonic()
+        self.resumed_from: Path | None = None
 
     def _complete(self) -> list[Path]:
         return sorted(d for d in self.directory.glob(PREFIX + "*") if (d / "meta.json").is_file())
@@ -108,18 +101,24 @@ class Checkpointer:
         path = found[-1]
         try:
             meta = json.loads((path / "meta.json").read_text())
-            tree = restore_tree(path / "state")
+            if meta.get("format") != FORMAT:
+                raise UserError(
+                    f"checkpoint {path} is from another hiresnst version (format "
+                    f"{meta.get('format')}); pass --restart to start over"
+                )
+            arrays = {name: read_array(path, name, dt) for name, dt in meta["arrays"].items()}
             saved = Saved(
                 level=int(meta["level"]),
                 step=int(meta["step"]),
-                x=np.asarray(tree["x"]),
-                opt_leaves=[np.asarray(tree["opt"][str(i)]) for i in range(len(tree["opt"]))],
-                key=np.asarray(tree["key"]),
+                arrays=arrays,
+                key=np.asarray(arrays.pop("key")),
                 levels=list(meta["levels"]),
                 losses=[float(v) for v in meta["losses"]],
                 path=path,
             )
-        except Exception as e:  # json, orbax/tensorstore and key errors all mean "corrupt"
+        except UserError:
+            raise
+        except Exception as e:  # json, numpy and key errors all mean "corrupt"
             detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
             raise UserError(
                 f"checkpoint {path} is corrupt ({detail}); delete it or pass --restart"
@@ -134,40 +133,39 @@ class Checkpointer:
                 f"(changed: {', '.join(changed)}); pass --restart to start over, or use "
                 "another --checkpoint-dir"
             )
+        self.resumed_from = path
         return saved
 
     def save(
         self,
         level: int,
         step: int,
-        x: jax.Array,
-        opt_state: Any,
+        arrays: dict[str, Any],
         key: jax.Array,
         levels: list[dict],
         losses: list[float],
     ) -> Path:
-        """Write a complete checkpoint atomically and drop the oldest beyond `keep`."""
+        """Write a complete checkpoint of a level's named arrays atomically and drop the oldest
+        beyond `keep`."""
         from .sharding import host_array, is_main_process
 
         self._last = time.monotonic()
         final = self.directory / f"{PREFIX}{level:02d}-{step:08d}"
         if not is_main_process():
             return final
-        leaves = jax.tree_util.tree_leaves(opt_state)
-        tree = {
-            "x": host_array(x),
-            "opt": {str(i): host_array(leaf) for i, leaf in enumerate(leaves)},
-            "key": host_array(key),
-        }
         tmp = self.directory / f".tmp-{os.getpid()}-{level:02d}-{step:08d}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
-            save_tree(tmp / "state", tree)
+            dtypes = {}
+            for name, a in {**arrays, "key": key}.items():
+                host = a if isinstance(a, np.ndarray) else host_array(a)
+                dtypes[name] = write_array(tmp, name, host)
             meta = {
                 "format": FORMAT,
                 "level": level,
                 "step": step,
+                "arrays": dtypes,
                 "levels": levels,
                 "losses": losses,
                 "fingerprint": self.fingerprint,
@@ -187,14 +185,51 @@ class Checkpointer:
         return final
 
 
-def restore_opt_state(template: Any, leaves: list[np.ndarray]) -> Any:
-    """Rebuild an optimiser state from saved leaves, with the structure of `template`."""
-    treedef = jax.tree_util.tree_structure(template)
-    if treedef.num_leaves != len(leaves):
+def _block_rows(a: np.ndarray) -> int:
+    return max(1, BLOCK_BYTES // max(1, a[:1].nbytes))
+
+
+def write_array(directory: Path, name: str, a: np.ndarray) -> str:
+    """Save `a` as directory/name.npy a block of rows at a time; returns its dtype's name
+    (bfloat16 is stored as its uint16 bits, which .npy can hold)."""
+    dtype = str(a.dtype)
+    if dtype == "bfloat16":
+        a = a.view(np.uint16)
+    out = np.lib.format.open_memmap(directory / f"{name}.npy", "w+", a.dtype, a.shape)
+    if a.ndim == 0:
+        out[...] = a
+    else:
+        step = _block_rows(a)
+        for r in range(0, len(a), step):
+            out[r : r + step] = a[r : r + step]
+    out.flush()
+    with open(directory / f"{name}.npy", "rb+") as f:
+        os.fsync(f.fileno())
+    del out
+    return dtype
+
+
+def read_array(directory: Path, name: str, dtype: str) -> np.ndarray:
+    """A saved array as a read-only memory map (viewed as bfloat16 where it was one)."""
+    a = np.load(directory / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        a = a.view(ml_dtypes.bfloat16)
+    elif str(a.dtype) != dtype:
+        raise ValueError(f"{name}.npy holds {a.dtype}, not {dtype}")
+    return a
+
+
+def copy_rows(src: np.ndarray, dst: np.ndarray) -> None:
+    """dst[...] = src a block of rows at a time (restoring into a memory-mapped state)."""
+    if src.shape != dst.shape:
         raise UserError(
-            "checkpoint's optimiser state does not match this optimizer; pass --restart"
+            f"checkpoint's array is {src.shape}, the level's is {dst.shape}; pass --restart"
         )
-    return jax.tree_util.tree_unflatten(treedef, [np.asarray(v) for v in leaves])
+    step = _block_rows(dst)
+    for r in range(0, len(dst), step):
+        dst[r : r + step] = src[r : r + step]
 
 
 @contextlib.contextmanager

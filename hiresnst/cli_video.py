@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import TracebackType
 
@@ -242,7 +241,9 @@ def video_command(
             "note: rendered with untrained random VGG19 weights (--weights random)", err=True
         )
     if json_out:
-        typer.echo(json.dumps(record, sort_keys=True, default=str))
+        from .cli import json_line
+
+        typer.echo(json_line(record))
     elif not quiet:
         resumed = f", {record['resumed_frames']} resumed" if record["resumed_frames"] else ""
         audio = f", audio {record['audio']}" if record["audio"] else ""

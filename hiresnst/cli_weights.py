@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
+from .cache import TORCHVISION_URL
 from .errors import UserError
-from .weights import TORCHVISION_URL, cache_dir, fetch_weights, import_weights, weights_info
 
 app = typer.Typer(
     help=(
@@ -86,6 +86,8 @@ def import_cmd(
             "hiresnst weights import needs a VGG19 weights FILE (.pth/.safetensors), or "
             "'magenta' / --magenta [DIR] for the fast-stylisation networks"
         )
+    from .weights import import_weights
+
     info = import_weights(src)
     typer.echo(f"imported {src} -> {info['path']}")
     typer.echo(_describe(info))
@@ -110,6 +112,8 @@ def fetch(
             msg = f"  {mb:7.1f} MiB" + (f" of {total / 2**20:.1f}" if total else "")
             typer.echo(msg, err=True)
 
+    from .weights import fetch_weights
+
     info = fetch_weights(url=url, timeout=timeout, progress=progress)
     typer.echo(_describe(info))
 
@@ -120,6 +124,7 @@ def info(
 ) -> None:
     """Show what weights are cached (source, hashes, widths), VGG19 and Magenta's."""
     from .fast.port import magenta_info
+    from .weights import cache_dir, weights_info
 
     record = weights_info()
     fast = magenta_info()

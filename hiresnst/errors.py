@@ -1,4 +1,9 @@
-"""The one exception type that reaches the user as a one-line message and exit status 2."""
+"""The exceptions that reach the user as one line: bad input (exit status 2) and a stop asked
+for by SIGTERM (exit status 143)."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -7,3 +12,19 @@ class UserError(Exception):
     The CLI prints it as one line and exits with status 2, without a traceback; the Python API
     lets it propagate so scripts can catch it.
     """
+
+
+class Preempted(Exception):
+    """A stop was requested (SIGTERM): the render saved a checkpoint in `path` when it had a
+    checkpoint directory (None otherwise) and stopped at the next step."""
+
+    def __init__(self, path: Path | None) -> None:
+        if path is None:
+            text = (
+                "stopped by SIGTERM; nothing saved (pass --checkpoint-dir to make renders "
+                "resumable)"
+            )
+        else:
+            text = f"stopped by SIGTERM; checkpoint saved in {path}"
+        super().__init__(text)
+        self.path = path

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .model import CONV_LAYERS, conv_width, layer_level, layers_up_to
+from .layers import CONV_LAYERS, conv_width, layer_level, layers_up_to
 
 LayerNames = Sequence[str] | Sequence[tuple[str, float]]
 

@@ -26,9 +26,10 @@ import numpy as np
 import tifffile
 from PIL import Image, ImageCms, ImageFile, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from hiresnst.config import DEFAULT_MAX_PIXELS
 from hiresnst.errors import UserError
+from hiresnst.printsize import MAX_DPI
 
-DEFAULT_MAX_PIXELS: int = 1024 * 1024 * 1024 // 4 // 3
 """Pillow's own default `Image.MAX_IMAGE_PIXELS` (89,478,485 px), written out so that another
 library lowering or disabling the global cannot change our default."""
 
@@ -58,7 +59,6 @@ BIGTIFF_ABOVE_BYTES = 2**31 - 2**25
 """Classic TIFF offsets are 32-bit and many readers treat them as signed: switch to BigTIFF
 before the pixel data reaches 2 GiB (with 32 MiB of headroom for tags and offset tables)."""
 
-MAX_DPI = 65_535
 """JPEG (JFIF) stores density in 16 bits; the same bound is applied to every format."""
 
 METADATA_KEY = "hiresnst"

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import imageio
+from .config import DEFAULT_MAX_PIXELS, check_style_mask_indices
 from .errors import UserError
 from .objective import LossSpec, TiledPlan, content_target_jit, make_plan, style_target_jit
 from .printsize import FitPlan, apply_fit
@@ -38,7 +39,7 @@ MaskLike = np.ndarray | jax.Array
 
 
 def load_mask(
-    path: str | os.PathLike[str], max_pixels: int | None = imageio.DEFAULT_MAX_PIXELS
+    path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS
 ) -> np.ndarray:
     """A mask file as float32 H×W in [0, 1]: the mean of its RGB (any image mode; transparent
     areas count as white, as `imageio.read_image` composites them over white)."""
@@ -49,37 +50,10 @@ def load_mask(
     return mask
 
 
-def parse_style_mask(text: str) -> tuple[int, str]:
-    """`INDEX:PATH` (INDEX counts the styles from 0) → (index, path), for --style-mask."""
-    index, sep, path = text.partition(":")
-    try:
-        i = int(index)
-    except ValueError:
-        i = -1
-    if not sep or not path or i < 0:
-        raise UserError(
-            f"--style-mask takes INDEX:PATH with INDEX ≥ 0 (0 = first style), got {text!r}"
-        )
-    return i, path
-
-
-def check_style_mask_indices(pairs: Sequence[tuple[int, str]], n_styles: int) -> None:
-    """Each style index in range and given at most once."""
-    seen: set[int] = set()
-    for i, path in pairs:
-        if not 0 <= i < n_styles:
-            raise UserError(
-                f"--style-mask {i}:{path}: there are {n_styles} styles (indices 0…{n_styles - 1})"
-            )
-        if i in seen:
-            raise UserError(f"--style-mask gives style {i} more than one mask")
-        seen.add(i)
-
-
 def load_style_masks(
     pairs: Sequence[tuple[int, str]],
     n_styles: int,
-    max_pixels: int | None = imageio.DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> list[np.ndarray | None]:
     """One entry per style: its mask, or None (all white) where none was given."""
     check_style_mask_indices(pairs, n_styles)

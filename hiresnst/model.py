@@ -18,62 +18,37 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-DEFAULT_WIDTHS: tuple[int, ...] = (64, 128, 256, 512, 512)
-CONVS_PER_BLOCK: tuple[int, ...] = (2, 2, 4, 4, 4)
+from .layers import (
+    CONV_LAYERS,
+    CONVS_PER_BLOCK,
+    DEFAULT_WIDTHS,
+    LAYERS,
+    conv_width,
+    deepest,
+    exact_halo,
+    layer_level,
+    layers_up_to,
+)
+
+__all__ = [
+    "CONV_LAYERS",
+    "CONVS_PER_BLOCK",
+    "DEFAULT_WIDTHS",
+    "LAYERS",
+    "VGG19",
+    "conv3x3",
+    "conv_width",
+    "deepest",
+    "exact_halo",
+    "layer_level",
+    "layers_up_to",
+    "param_shapes",
+    "random_params",
+    "widths_of",
+]
+
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-
-
-def _layer_sequence() -> tuple[str, ...]:
-    names: list[str] = []
-    for block, n in enumerate(CONVS_PER_BLOCK, start=1):
-        names += [f"conv{block}_{i}" for i in range(1, n + 1)]
-        if block < len(CONVS_PER_BLOCK):
-            names.append(f"pool{block}")
-    return tuple(names)
-
-
-LAYERS: tuple[str, ...] = _layer_sequence()
-CONV_LAYERS: tuple[str, ...] = tuple(n for n in LAYERS if n.startswith("conv"))
-
-
-def layer_level(name: str) -> int:
-    """Number of 2×2 poolings before `name`: its resolution is the input's / 2**level."""
-    if name not in LAYERS:
-        raise ValueError(f"unknown VGG19 layer {name!r}; known: {', '.join(CONV_LAYERS)}")
-    return int(name[4]) - 1 if name.startswith("conv") else int(name[4])
-
-
-def deepest(names: Sequence[str]) -> str:
-    """The layer of `names` that comes last in the network."""
-    return max(names, key=LAYERS.index)
-
-
-def layers_up_to(last: str) -> tuple[str, ...]:
-    return LAYERS[: LAYERS.index(last) + 1]
-
-
-def conv_width(name: str, widths: Sequence[int]) -> int:
-    return int(widths[int(name[4]) - 1])
-
-
-def exact_halo(last: str) -> int:
-    """Smallest halo (in input pixels, a multiple of 2**level) that makes tile cores exact.
-
-    A tile's own zero padding at its window edge corrupts activations that are within `e`
-    positions of the edge: each 3×3 conv adds one, each 2×2 pooling halves (rounding up). The
-    core must start at least `e` positions in at every level, so the halo is the largest
-    `e * 2**level` over the layers that are computed.
-    """
-    e, need = 0, 0
-    for name in layers_up_to(last):
-        if name.startswith("pool"):
-            e = -(-e // 2)
-        else:
-            e += 1
-            need = max(need, e * 2 ** layer_level(name))
-    align = 2 ** layer_level(last)
-    return -(-need // align) * align
 
 
 _DIMS = ("NHWC", "HWIO", "NHWC")

@@ -31,7 +31,8 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from . import losses
-from .model import LAYERS, VGG19, deepest, exact_halo, layer_level
+from .layers import CONTENT_LAYERS, LAYERS, STYLE_LAYERS, deepest, exact_halo, layer_level
+from .model import VGG19
 from .sharding import host_array
 from .tiling import (
     TileGrid,
@@ -43,9 +44,6 @@ from .tiling import (
     round_up,
     valid_masks,
 )
-
-STYLE_LAYERS: tuple[str, ...] = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
-CONTENT_LAYERS: tuple[str, ...] = ("conv4_2",)
 
 Params = dict
 Targets = dict
@@ -119,7 +117,7 @@ def features(
     return spec.model().apply({"params": params}, x, outputs=layers, masks=masks)
 
 
-def _counts(spec: LossSpec, height: int, width: int) -> dict[str, int]:
+def layer_counts(spec: LossSpec, height: int, width: int) -> dict[str, int]:
     """Positions of each layer in the whole image (floor pooling)."""
     out = {}
     for name in spec.outputs:
@@ -326,7 +324,7 @@ def _core_grams(spec, grid, feats, names, padded, origins) -> dict[str, jax.Arra
     out = {}
     for n in names:
         k = layer_level(n)
-        core = _core(grid, feats[n], k)
+        core = tile_core(grid, feats[n], k)
         if padded is None:
             out[n] = losses.gram_sum(core)
         else:
@@ -351,7 +349,7 @@ def untiled_loss(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Total loss and its weighted terms for an (H, W, 3) image in [0, 1]."""
     h, w = x.shape[:2]
-    counts = _counts(spec, h, w)
+    counts = layer_counts(spec, h, w)
     style_t = _style_args(spec, targets, h, w)
     feats = features(params, spec, x[None], spec.outputs)
     if spec.masked:
@@ -395,7 +393,7 @@ def _windows(
     return wins, masks
 
 
-def _core(grid: TileGrid, f: jax.Array, level: int) -> jax.Array:
+def tile_core(grid: TileGrid, f: jax.Array, level: int) -> jax.Array:
     s = grid.core_slice(level)
     return f[:, s, s, :]
 
@@ -412,7 +410,7 @@ def _tv_core(grid: TileGrid, wins: jax.Array, valid: jax.Array) -> jax.Array:
     return rows + cols
 
 
-def _local_terms(
+def local_terms(
     spec: LossSpec,
     grid: TileGrid,
     wins: jax.Array,
@@ -428,7 +426,7 @@ def _local_terms(
     A core position's 3×3 MRF patch reaches one position into the halo, which `LossSpec.halo`
     leaves room for; `interior` of the in-image masks keeps the whole image's patch set.
     """
-    core = {n: _core(grid, feats[n], layer_level(n)) for n, _ in spec.content_layers}
+    core = {n: tile_core(grid, feats[n], layer_level(n)) for n, _ in spec.content_layers}
     c = _content_term(spec, core, content, counts, content_masks)
     tv = spec.tv_weight * _tv_core(grid, wins, masks[0]) / (grid.height * grid.width * 3)
     mrf = jnp.float32(0.0)
@@ -436,8 +434,8 @@ def _local_terms(
         patches, inside = {}, {}
         for n, _ in spec.mrf_layers:
             k = layer_level(n)
-            patches[n] = _core(grid, losses.patches3x3(feats[n]), k)
-            inside[n] = _core(grid, losses.interior(masks[k]), k)[..., 0]
+            patches[n] = tile_core(grid, losses.patches3x3(feats[n]), k)
+            inside[n] = tile_core(grid, losses.interior(masks[k]), k)[..., 0]
         mrf = _mrf_term(spec, patches, inside, mrf_t, _mrf_counts(spec, grid.height, grid.width))
     return c, tv, mrf
 
@@ -517,7 +515,7 @@ def _distributed(fn, plan: TiledPlan, n_replicated: int, n_sharded: int, out_spe
     )
 
 
-def _zeros_grams(
+def zeros_grams(
     spec: LossSpec, names: tuple[str, ...], styles: int | None = None
 ) -> dict[str, jax.Array]:
     lead = () if styles is None else (styles,)
@@ -540,7 +538,7 @@ def _gram_pass(params, spec, grid, x_pad, origins, live, names, padded=None):
         grams = _core_grams(spec, grid, feats, names, padded, o)
         return {n: acc[n] + grams[n] for n in names}, None
 
-    return jax.lax.scan(body, _zeros_grams(spec, names, styles), (origins, live))[0]
+    return jax.lax.scan(body, zeros_grams(spec, names, styles), (origins, live))[0]
 
 
 def tiled_grams(
@@ -576,7 +574,7 @@ def tiled_core_features(
             o, lv = xs
             wins, masks = _windows(grid, x_pad, o, lv)
             feats = features(params, spec, wins, layers, masks)
-            return None, {n: _core(grid, feats[n], layer_level(n)) for n in layers}
+            return None, {n: tile_core(grid, feats[n], layer_level(n)) for n in layers}
 
         return jax.lax.scan(body, None, (origins, live))[1]
 
@@ -609,7 +607,7 @@ def tiled_value_and_grad(
 ) -> tuple[tuple[jax.Array, dict[str, jax.Array]], jax.Array]:
     """((loss, terms), gradient) of the whole-image objective, computed tile by tile."""
     grid = plan.grid
-    counts = _counts(spec, grid.height, grid.width)
+    counts = layer_counts(spec, grid.height, grid.width)
     style_names = _style_names(spec)
 
     def fn(params, x, style_t, mrf_t, temporal_t, origins, live, content, axis):
@@ -627,7 +625,7 @@ def tiled_value_and_grad(
             s = sum(jnp.sum(cot[n] * tile_grams[n]) for n in style_names)
             c_masks = _content_core_masks(spec, grid, padded, o)
             local = (
-                *_local_terms(spec, grid, wins, masks, feats, content, counts, c_masks, mrf_t),
+                *local_terms(spec, grid, wins, masks, feats, content, counts, c_masks, mrf_t),
                 _temporal_core(spec, grid, wins, masks[0], temporal_pad, o),
             )
             return s + sum(local), local
@@ -660,7 +658,7 @@ def tiled_loss(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The value alone (one forward pass over the tiles), e.g. for L-BFGS line searches."""
     grid = plan.grid
-    counts = _counts(spec, grid.height, grid.width)
+    counts = layer_counts(spec, grid.height, grid.width)
     style_names = _style_names(spec)
 
     def fn(params, x, style_t, mrf_t, temporal_t, origins, live, content, axis):
@@ -678,12 +676,12 @@ def tiled_loss(
             grams = {n: grams[n] + tile_grams[n] for n in style_names}
             c_masks = _content_core_masks(spec, grid, padded, o)
             local = (
-                *_local_terms(spec, grid, wins, masks, feats, content, counts, c_masks, mrf_t),
+                *local_terms(spec, grid, wins, masks, feats, content, counts, c_masks, mrf_t),
                 _temporal_core(spec, grid, wins, masks[0], temporal_pad, o),
             )
             return (grams, _add(local_sum, local)), None
 
-        init = (_zeros_grams(spec, style_names, styles), _zero_local())
+        init = (zeros_grams(spec, style_names, styles), _zero_local())
         (grams, local), _ = jax.lax.scan(body, init, (origins, live, content))
         grams, local = _psum((grams, local), axis)
         return _whole_terms(spec, _style_value(spec, grams, style_t, counts), local)
@@ -707,7 +705,7 @@ def style_target(
     names = tuple(n for n, _ in spec.style_layers)
     if not names:  # MRF alone: no Gram term
         return {}
-    counts = _counts(spec, *style.shape[:2])
+    counts = layer_counts(spec, *style.shape[:2])
     if plan is None:
         feats = features(params, spec, style[None], names)
         grams = {n: losses.gram_sum(feats[n]) for n in names}

@@ -14,10 +14,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from .config import OPTIMIZERS
 from .errors import UserError
 from .objective import LossFn, Params, Targets
 
-OPTIMIZERS = ("adam", "lbfgs")
 Step = Callable[[Params, Targets, jax.Array, Any], tuple[jax.Array, Any, jax.Array, dict]]
 
 
@@ -83,3 +83,44 @@ def make_step(loss_fn: LossFn, name: str, opt: optax.GradientTransformation) -> 
 
     step = adam_step if name == "adam" else lbfgs_step
     return jax.jit(step, donate_argnums=(2, 3))
+
+
+def opt_arrays(state: Any) -> dict[str, Any]:
+    """An optimiser state as named arrays, for checkpoints: Adam as `mu`, `nu`, `count` (the
+    host-resident state's names too, so one checkpoint layout serves both), others by leaf."""
+    if _is_adam(state):
+        adam = state[0]
+        return {"mu": adam.mu, "nu": adam.nu, "count": adam.count}
+    return {f"opt{i}": leaf for i, leaf in enumerate(jax.tree_util.tree_leaves(state))}
+
+
+def restore_opt(template: Any, arrays: dict[str, Any]) -> Any:
+    """The state `opt_arrays` saved, with the structure of `template` (a fresh `opt.init`)."""
+    if _is_adam(template):
+        if set(arrays) != {"mu", "nu", "count"}:
+            raise UserError("checkpoint's optimiser state is not Adam's; pass --restart")
+        count = jnp.asarray(arrays["count"], template[0].count.dtype)
+        adam = template[0]._replace(
+            count=count,
+            mu=jnp.asarray(arrays["mu"], template[0].mu.dtype),
+            nu=jnp.asarray(arrays["nu"], template[0].nu.dtype),
+        )
+        rest = template[1]
+        if isinstance(rest, optax.ScaleByScheduleState):
+            rest = rest._replace(count=count)
+        return (adam, rest)
+    leaves = [arrays.get(f"opt{i}") for i in range(len(arrays))]
+    treedef = jax.tree_util.tree_structure(template)
+    if treedef.num_leaves != len(arrays) or any(v is None for v in leaves):
+        raise UserError(
+            "checkpoint's optimiser state does not match this optimizer; pass --restart"
+        )
+    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(v) for v in leaves])
+
+
+def _is_adam(state: Any) -> bool:
+    return (
+        isinstance(state, tuple)
+        and len(state) == 2
+        and isinstance(state[0], optax.ScaleByAdamState)
+    )

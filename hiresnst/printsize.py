@@ -26,7 +26,8 @@ from PIL import Image
 
 from hiresnst.errors import UserError
 
-MAX_DPI = 10_000
+#: The largest DPI every output format stores (JPEG's JFIF density is 16-bit).
+MAX_DPI = 65_535
 UNIT_PER_INCH: dict[str, Fraction] = {
     "in": Fraction(1),
     "cm": Fraction(254, 100),
@@ -97,7 +98,7 @@ def _check_dpi(dpi: float | int) -> Fraction:
     d = _exact(dpi, "dpi")
     if not 0 < d <= MAX_DPI:
         raise UserError(
-            f"dpi must be greater than 0 and at most {MAX_DPI}, got {dpi}: e.g. --dpi 300"
+            f"dpi must be a number in (0, {MAX_DPI}], got {dpi}: e.g. --dpi 300"
         )
     return d
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jax
 
-from .weights import home_dir
+from .cache import home_dir
 
 
 def enable_compilation_cache(path: Path | None = None) -> Path:

@@ -64,6 +64,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from . import contact_sheet, imageio
+from .cache import sha256_file
 from .config import INITS, RenderConfig
 from .errors import UserError
 from .render import Progress, RenderResult, render_with_info
@@ -835,14 +836,6 @@ class Manifest:
             )
             _atomic_write_text(self.path, text)
         return {k: records[k] for k in ordered}
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def job_status(job: Job, out_dir: str | os.PathLike[str], record: Mapping | None) -> str:

@@ -105,3 +105,17 @@ def host_array(a: jax.Array) -> np.ndarray:
 
 def host_scalar(a: jax.Array) -> float:
     return float(host_array(a))
+
+
+def device_memory_bytes() -> int:
+    """Memory of this process's first device (physical RAM for the CPU)."""
+    dev = jax.local_devices()[0]
+    stats = dev.memory_stats() if hasattr(dev, "memory_stats") else None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def platform_name() -> str:
+    """The platform this process computes on: cpu, gpu or tpu."""
+    return jax.local_devices()[0].platform

@@ -33,7 +33,7 @@ import numpy as np
 import optax
 
 from . import losses
-from .objective import LossSpec, _core, _counts, _local_terms, _zeros_grams, features
+from .objective import LossSpec, features, layer_counts, local_terms, tile_core, zeros_grams
 from .optimize import ADAM_MU_DTYPE, make_optimizer
 from .pyramid import resize_into
 from .runtime import trim_heap
@@ -116,20 +116,22 @@ class HostState:
         with contextlib.suppress(OSError):
             self.state_dir.rmdir()
 
-    def opt_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Adam's state as checkpoint leaves."""
-        return self.m, self.v, np.asarray(self.t, np.int64)
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The level's state as a checkpoint's named arrays (Adam's as on the device path)."""
+        return {"image": self.x, "mu": self.m, "nu": self.v, "count": np.asarray(self.t, np.int32)}
 
-    def restore(self, leaves: list[np.ndarray]) -> None:
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        """Copy a checkpoint's arrays into this state a block of rows at a time: a gigapixel
+        level's state is restored straight into its memory maps, with no full-size copy."""
+        from .checkpoint import copy_rows
         from .errors import UserError
 
-        if len(leaves) != 3 or leaves[0].shape != self.x.shape:
-            raise UserError(
-                "checkpoint's optimiser state is not a host-state Adam state; pass --restart"
-            )
-        self.m[...] = leaves[0]
-        self.v[...] = leaves[1]
-        self.t = int(leaves[2])
+        if set(arrays) != {"image", "mu", "nu", "count"}:
+            raise UserError("checkpoint's optimiser state is not Adam's; pass --restart")
+        copy_rows(arrays["image"], self.x)
+        copy_rows(arrays["mu"], self.m)
+        copy_rows(arrays["nu"], self.v)
+        self.t = int(arrays["count"])
 
 
 def host_window(arr: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
@@ -153,8 +155,8 @@ def _gram_batch(params, spec: LossSpec, grid: TileGrid, wins, origins, live):
     names = tuple(n for n, _ in spec.style_layers)
     masks = _batch_masks(grid, origins, live)
     feats = features(params, spec, wins, names, masks)
-    acc = _zeros_grams(spec, names)
-    return {n: acc[n] + losses.gram_sum(_core(grid, feats[n], int(n[4]) - 1)) for n in names}
+    acc = zeros_grams(spec, names)
+    return {n: acc[n] + losses.gram_sum(tile_core(grid, feats[n], int(n[4]) - 1)) for n in names}
 
 
 @partial(jax.jit, static_argnums=(1, 2))
@@ -164,19 +166,19 @@ def _grad_batch(params, spec: LossSpec, grid: TileGrid, wins, content_wins, orig
     `content_wins` are the 8-bit content windows; they become floats here, on the device."""
     masks = _batch_masks(grid, origins, live)
     content_wins = content_wins.astype(jnp.float32) / 255.0
-    counts = _counts(spec, grid.height, grid.width)
+    counts = layer_counts(spec, grid.height, grid.width)
     content_names = tuple(n for n, _ in spec.content_layers)
     content_feats = features(params, spec, content_wins, content_names, masks)
-    targets = {n: _core(grid, content_feats[n], int(n[4]) - 1) for n in content_names}
+    targets = {n: tile_core(grid, content_feats[n], int(n[4]) - 1) for n in content_names}
     style_names = tuple(n for n, _ in spec.style_layers)
 
     def surrogate(w):
         feats = features(params, spec, w, spec.outputs, masks)
         s = sum(
-            jnp.sum(cot[n] * losses.gram_sum(_core(grid, feats[n], int(n[4]) - 1)))
+            jnp.sum(cot[n] * losses.gram_sum(tile_core(grid, feats[n], int(n[4]) - 1)))
             for n in style_names
         )
-        c, tv, _ = _local_terms(spec, grid, w, masks, feats, targets, counts)  # no MRF here
+        c, tv, _ = local_terms(spec, grid, w, masks, feats, targets, counts)  # no MRF here
         return s + c + tv, (c, tv)
 
     g, (c, tv) = jax.grad(surrogate, has_aux=True)(wins)
@@ -207,7 +209,7 @@ def host_grams(
 ) -> dict[str, jax.Array]:
     """Σ f fᵀ of each style layer over a host-resident image, one batch of windows at a time."""
     origins = grid.origins()
-    grams = _zeros_grams(spec, tuple(n for n, _ in spec.style_layers))
+    grams = zeros_grams(spec, tuple(n for n, _ in spec.style_layers))
     done = 0
     for idx, pad, live in _batches(np.arange(len(origins)), batch):
         part = _gram_batch(
@@ -279,7 +281,7 @@ def host_gradient(
     origins = grid.origins()
     n = len(origins)
     h, size = grid.halo, grid.window
-    counts = _counts(spec, grid.height, grid.width)
+    counts = layer_counts(spec, grid.height, grid.width)
     weights = spec.style_weights()
 
     def windows(arr, idx):

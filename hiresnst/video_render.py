@@ -33,10 +33,12 @@ from typing import Any
 import numpy as np
 
 from . import color, imageio, pyramid, video
-from .checkpoint import CheckpointOptions, Preempted, array_sha256, stop_on_sigterm
+from .checkpoint import CheckpointOptions, stop_on_sigterm
 from .config import RenderConfig
-from .errors import UserError
-from .render import FastStyle, Progress, prepare_inputs, render_with_info
+from .errors import Preempted, UserError
+from .events import Progress
+from .inputs import array_sha256, prepare_inputs
+from .render import FastStyle, render_with_info
 
 FORMAT = 1
 MANIFEST = "manifest.json"

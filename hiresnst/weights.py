@@ -21,26 +21,23 @@ import http.client
 import json
 import os
 import re
-import shutil
 import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .cache import TORCHVISION_URL, install, network_dir, sha256_file
 from .errors import UserError
 from .model import CONV_LAYERS, CONVS_PER_BLOCK, DEFAULT_WIDTHS, param_shapes, random_params
 from .orbax_io import restore_tree, save_tree
 from .safetensors_io import looks_like_safetensors, read_safetensors
 from .torch_pickle import is_torch_legacy, is_torch_zip, read_torch
 
-TORCHVISION_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 CACHE_FORMAT_VERSION = 1
 NETWORK = "vgg19"
 INFO_NAME = "info.json"
@@ -240,25 +237,11 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     return read_safetensors(path) if fmt == "safetensors" else read_torch(path)
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # --- cache -----------------------------------------------------------------------------------
 
 
-def home_dir() -> Path:
-    """`$HIRESNST_HOME`, or `~/.cache/hiresnst`."""
-    env = os.environ.get("HIRESNST_HOME")
-    return Path(env).expanduser() if env else Path("~/.cache/hiresnst").expanduser()
-
-
 def cache_dir(home: Path | None = None) -> Path:
-    return (Path(home) if home is not None else home_dir()).expanduser() / "weights" / NETWORK
+    return network_dir(NETWORK, home)
 
 
 def _as_float32_tree(tree: Mapping[str, Any]) -> dict[str, dict[str, np.ndarray]]:
@@ -266,19 +249,6 @@ def _as_float32_tree(tree: Mapping[str, Any]) -> dict[str, dict[str, np.ndarray]
         name: {leaf: np.asarray(tree[name][leaf], np.float32) for leaf in ("kernel", "bias")}
         for name in CONV_LAYERS
     }
-
-
-def _clean_stale(wdir: Path, max_age_s: float = 3600.0) -> None:
-    """Remove temp/old directories left by interrupted imports (older than an hour)."""
-    now = time.time()
-    for p in wdir.glob(f".{NETWORK}.*"):
-        with contextlib.suppress(OSError):
-            if now - p.stat().st_mtime <= max_age_s:
-                continue
-            if p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink()
 
 
 def import_weights(src: str | Path, home: Path | None = None, *, source: str | None = None) -> dict:
@@ -294,12 +264,6 @@ def import_weights(src: str | Path, home: Path | None = None, *, source: str | N
     params = state_dict_to_params(read_state_dict(src))
     widths = check_params(params)
     final = cache_dir(home)
-    wdir = final.parent
-    try:
-        wdir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create the weights cache {wdir}: {e.strerror or e}") from None
-    _clean_stale(wdir)
     info = {
         "format_version": CACHE_FORMAT_VERSION,
         "network": NETWORK,
@@ -311,20 +275,12 @@ def import_weights(src: str | Path, home: Path | None = None, *, source: str | N
         "params_sha256": params_sha256(params),
         "imported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{NETWORK}.tmp-", dir=wdir))
-    try:
+
+    def write(tmp: Path) -> None:
         save_tree(tmp / PARAMS_NAME, params)
         (tmp / INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
-        if final.exists():
-            old = wdir / f".{NETWORK}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    install(final, write)
     return {**info, "path": str(final)}
 
 

@@ -238,7 +238,7 @@ def no_style_given(ws):
     return Call(["render", str(ws.content), "-o", str(ws.output), "--size", "32"], ws.output)
 
 
-@case("unknown optimizer 'sgd'")
+@case("unknown --optimizer 'sgd'")
 def unknown_optimizer(ws):
     return run_args(ws, "--optimizer", "sgd")
 

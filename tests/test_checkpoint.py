@@ -107,7 +107,7 @@ def test_sigterm_saves_a_checkpoint_and_says_so(inputs):
     assert len(lines) == 1 and lines[0].startswith("error: stopped by SIGTERM; checkpoint saved")
     assert "Traceback" not in err
     saved = Path(lines[0].split("checkpoint saved in ")[1].split(";")[0])
-    assert (saved / "meta.json").exists() and (saved / "state").is_dir()
+    assert (saved / "meta.json").exists() and (saved / "image.npy").is_file()
     assert not (inputs / "out.png").exists()
     assert not list(ck.glob(".tmp-*"))
 

@@ -12,6 +12,7 @@ from hiresnst.config import RenderConfig, parse_layers
 from hiresnst.errors import UserError
 from hiresnst.model import random_params
 from hiresnst.objective import LossSpec, content_target, style_target
+from hiresnst.render import render_with_info
 
 BASE = RenderConfig(size=64, steps=3, weights="random", widths=NARROW, seed=2, tile=0)
 
@@ -135,15 +136,11 @@ def test_mrf_render_records_its_term(rng):
     assert result.image.shape == (48, 64, 3)
 
 
-def test_mrf_refused_before_work_where_a_level_needs_host_state(rng, monkeypatch):
-    import importlib
-
-    render_module = importlib.import_module("hiresnst.render")
-    monkeypatch.setattr(render_module, "DEVICE_STATE_BYTES", 10**12)  # every level is "huge"
+def test_mrf_refused_before_work_where_a_level_needs_host_state(rng):
     content, style = _images(rng)
     steps = []
+    # planned for a device so small that every level moves to the host
+    config = _with(style_loss="mrf", tile=None, device_memory=1e6)
     with pytest.raises(UserError, match="host-resident state, which has no masks or MRF"):
-        render_module.render_with_info(
-            content, [style], _with(style_loss="mrf", tile=None), progress=steps.append
-        )
+        render_with_info(content, [style], config, progress=steps.append)
     assert steps == []

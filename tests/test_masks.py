@@ -13,6 +13,7 @@ from conftest import NARROW
 from PIL import Image
 
 from hiresnst import losses
+from hiresnst.config import parse_style_mask
 from hiresnst.errors import UserError
 from hiresnst.masks import (
     check_mask_aspect,
@@ -20,7 +21,6 @@ from hiresnst.masks import (
     load_style_masks,
     mask_pyramid,
     masked_targets,
-    parse_style_mask,
     resize_mask,
 )
 from hiresnst.model import random_params

@@ -102,7 +102,7 @@ def test_round_half_up_differs_from_bankers():
 
 
 @pytest.mark.parametrize(
-    "dpi", [0, -300, 10_000.5, 20_000, float("nan"), float("inf"), "abc", True]
+    "dpi", [0, -300, 65_535.5, 100_000, float("nan"), float("inf"), "abc", True]
 )
 def test_print_pixels_rejects_bad_dpi(dpi):
     with pytest.raises(UserError) as info:

@@ -8,7 +8,8 @@ from conftest import NARROW
 
 from hiresnst import pyramid
 from hiresnst.config import RenderConfig
-from hiresnst.render import choose_plan, make_objective, render, render_with_info
+from hiresnst.plan import make_render_plan
+from hiresnst.render import make_objective, render, render_with_info
 
 
 def _images(rng):
@@ -92,9 +93,11 @@ def test_blend_weights_one_zero_equal_a_single_style(rng, blend):
 def test_a_tile_larger_than_the_level_is_cut_to_it():
     """A pyramid's coarse levels with a gigapixel tile size get one level-sized tile, not a
     window of the tile's size (which at 4096 px does not fit in memory)."""
-    config = RenderConfig(weights="random", widths=NARROW, tile=4096)
-    spec = config.loss_spec(NARROW)
-    small = choose_plan((64, 80), spec, config, force_tiles=True)
-    assert small.grid.tile == 80 and small.grid.count == 1
-    big = choose_plan((400, 300), spec, RenderConfig(weights="random", tile=128), force_tiles=True)
-    assert big.grid.tile == 128 and big.grid.count == 4 * 3
+    def level(hw, config):
+        plan = make_render_plan(config, hw, [hw], NARROW, devices=1, device_memory=2**34)
+        return plan.levels[-1]
+
+    small = level((64, 80), RenderConfig(weights="random", widths=NARROW, tile=4096, size=80))
+    assert small.tile == 80 and small.tiles == 1
+    big = level((400, 300), RenderConfig(weights="random", widths=NARROW, tile=128, size=400))
+    assert big.tile == 128 and big.tiles == 4 * 3

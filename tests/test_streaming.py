@@ -13,12 +13,10 @@ from conftest import NARROW
 from hiresnst import pyramid, streaming
 from hiresnst.checkpoint import CheckpointOptions
 from hiresnst.config import RenderConfig
-from hiresnst.model import widths_of
 from hiresnst.optimize import make_optimizer
 from hiresnst.progress import RenderProgress
-from hiresnst.render import make_objective, prepare_inputs, prepare_level, render_with_info
+from hiresnst.render import make_objective, prepare_level, render_with_info
 from hiresnst.streaming import HostState, host_window
-from hiresnst.weights import resolve_weights
 
 
 def _images(rng):
@@ -155,11 +153,9 @@ def test_host_gradient_equals_the_untiled_gradient(rng, weights):
     content = (rng.integers(0, 256, (240, 64, 3)) / 255).astype(np.float32)
     x = rng.random(content.shape).astype(np.float32)
     cfg = _with(state="host", scales=1, size=240, **weights)
-    params, _ = resolve_weights(cfg.weights, cfg.seed, widths=cfg.widths)
-    spec = cfg.loss_spec(widths_of(params))
-    inputs = prepare_inputs(content, [style], cfg)
-    problem = prepare_level(params, spec, cfg, inputs, content.shape[:2])
-    assert problem.host and problem.plan.grid.count > 4
+    runner = prepare_level(content, [style], cfg)
+    params, spec, grid = runner.level.params, runner.level.spec, runner.tplan.grid
+    assert runner.level.plan.host and grid.count > 4
     state = HostState.create(x, content, None)
     grad, handed = np.zeros_like(x), []
 
@@ -170,9 +166,9 @@ def test_host_gradient_equals_the_untiled_gradient(rng, weights):
     loss, terms = streaming.host_gradient(
         params,
         spec,
-        problem.plan.grid,
-        problem.plan.batch,
-        problem.targets["style"],
+        grid,
+        runner.tplan.batch,
+        runner.style,
         state.x,
         state.content,
         on_rows,

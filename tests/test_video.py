@@ -17,10 +17,9 @@ import pytest
 from conftest import NARROW, sample_image
 
 from hiresnst import imageio, video
-from hiresnst.checkpoint import Preempted
 from hiresnst.cli import main
 from hiresnst.config import RenderConfig
-from hiresnst.errors import UserError
+from hiresnst.errors import Preempted, UserError
 from hiresnst.model import random_params
 from hiresnst.objective import (
     LossSpec,

@@ -518,11 +518,20 @@ def test_resolve_weights_kinds(isolated_home, tmp_path, monkeypatch):
 
 
 def test_home_dir(monkeypatch, tmp_path):
+    from hiresnst.cache import home_dir
+
     monkeypatch.setenv("HIRESNST_HOME", str(tmp_path / "h"))
-    assert W.home_dir() == tmp_path / "h"
+    assert home_dir() == tmp_path / "h"
     monkeypatch.delenv("HIRESNST_HOME")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert W.home_dir() == tmp_path / ".cache" / "hiresnst"
+    assert home_dir() == tmp_path / ".cache" / "hiresnst"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert home_dir() == tmp_path / "xdg" / "hiresnst"
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("HIRESNST_HOME", str(tmp_path / "file"))
+    with pytest.raises(UserError, match="HIRESNST_HOME .* is a file"):
+        home_dir()
 
 
 # --- fetch ---------------------------------------------------------------------------------

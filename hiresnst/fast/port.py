@@ -21,17 +21,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
 import importlib.util
 import json
 import os
 import re
-import shutil
-import tempfile
-import time
-import uuid
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from ..cache import install, network_dir, sha256_file
 from ..errors import UserError
 from ..orbax_io import restore_tree, save_tree
-from ..weights import home_dir, sha256_file
 from . import predict as P
 from . import transform as T
 from .layers import STYLE_DIM
@@ -372,15 +367,7 @@ def check_params(params: Mapping[str, Any]) -> dict:
 
 
 def cache_dir(home: Path | None = None) -> Path:
-    return (Path(home) if home is not None else home_dir()).expanduser() / "weights" / NETWORK
-
-
-def _clean_stale(wdir: Path, max_age_s: float = 3600.0) -> None:
-    now = time.time()
-    for p in wdir.glob(f".{NETWORK}.*"):
-        with contextlib.suppress(OSError):
-            if now - p.stat().st_mtime > max_age_s:
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
+    return network_dir(NETWORK, home)
 
 
 def save_magenta(params: Mapping[str, Any], info: Mapping[str, Any], home: Path | None = None):
@@ -388,12 +375,6 @@ def save_magenta(params: Mapping[str, Any], info: Mapping[str, Any], home: Path 
     params = _as_numpy(params)
     summary = check_params(params)
     final = cache_dir(home)
-    wdir = final.parent
-    try:
-        wdir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create the weights cache {wdir}: {e.strerror or e}") from None
-    _clean_stale(wdir)
     info = {
         "format_version": CACHE_FORMAT_VERSION,
         "network": NETWORK,
@@ -402,20 +383,12 @@ def save_magenta(params: Mapping[str, Any], info: Mapping[str, Any], home: Path 
         "params_sha256": params_sha256(params),
         "imported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{NETWORK}.tmp-", dir=wdir))
-    try:
+
+    def write(tmp: Path) -> None:
         save_tree(tmp / PARAMS_NAME, params)
         (tmp / INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
-        if final.exists():
-            old = wdir / f".{NETWORK}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    install(final, write)
     return {**info, "path": str(final)}
 
 

@@ -1,0 +1,319 @@
+"""The render plan, made before any work: per level its size, steps, tiles, residency, style
+sizes and estimates of host memory, device memory, disk and FLOPs.
+
+Every "can this render run here" check lives in `RenderPlan.check`, so a render that cannot fit
+fails before loading weights, with one line that says what it needs and what to change.
+`hiresnst render … --dry-run` prints the plan. The plan depends on settings, input sizes and the
+machine (devices, their memory, RAM, disk), never on pixel values.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from . import flops
+from .config import RenderConfig
+from .errors import UserError
+from .layers import DEFAULT_WIDTHS, LAYERS, deepest
+from .sizes import level_sizes, output_shape, steps_per_level
+
+#: Device bytes per pixel of an untiled fp32 value-and-grad step of full-width VGG19 to
+#: conv5_1 (activations kept for the backward pass); scales with the widths and precision.
+STEP_BYTES_PER_PIXEL = 3000
+#: Device bytes per pixel of the on-device render state: image, gradient, padded copy and Adam
+#: moments (first bf16, second fp32), the content image and its conv4_2 targets.
+DEVICE_STATE_BYTES = 98
+#: Host bytes per pixel of a host-resident level (see `streaming.BYTES_PER_PIXEL`).
+HOST_STATE_BYTES = 33
+#: A float32 RGB copy, per pixel: a style resized to its level size, a level's start image.
+IMAGE_BYTES = 12
+#: Resident memory of the process before any pixel: Python, JAX and XLA's runtime and
+#: compiled programs (measured with `benches/memory.py`: see the README).
+BASE_BYTES = 0.9e9
+#: Feed-forward renders up to this size run untiled (the transformer is cheap; tiles cost ~10×).
+FAST_UNTILED_PIXELS = 16 * 2**20
+
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class LevelPlan:
+    """One pyramid level: what runs, where, and what it costs."""
+
+    index: int
+    hw: tuple[int, int]
+    steps: int
+    warmup: int
+    residency: str  # "device" or "host"
+    tile: int  # core size in px; 0 = untiled
+    halo: int
+    tiles: int
+    batch: int
+    style_hw: tuple[tuple[int, int], ...]
+    device_bytes: float
+    host_bytes: float
+    disk_bytes: float
+    flops_per_step: float
+
+    @property
+    def pixels(self) -> int:
+        return self.hw[0] * self.hw[1]
+
+    @property
+    def host(self) -> bool:
+        return self.residency == "host"
+
+
+@dataclass(frozen=True)
+class RenderPlan:
+    """The levels of a render and the machine it was planned for."""
+
+    levels: tuple[LevelPlan, ...]
+    output_hw: tuple[int, int]
+    devices: int
+    device_memory: float
+    host_memory: float
+    platform: str
+    widths: tuple[int, ...]
+
+    @property
+    def work(self) -> tuple[float, ...]:
+        """Megapixel-steps per level, for the whole render's progress and ETA."""
+        return tuple(lv.pixels * lv.steps / 1e6 for lv in self.levels)
+
+    @property
+    def peak_host_bytes(self) -> float:
+        return max(lv.host_bytes for lv in self.levels)
+
+    @property
+    def peak_device_bytes(self) -> float:
+        return max(lv.device_bytes for lv in self.levels)
+
+    def as_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["peak_host_bytes"] = self.peak_host_bytes
+        out["peak_device_bytes"] = self.peak_device_bytes
+        out["flops"] = sum(lv.flops_per_step * lv.steps for lv in self.levels)
+        return out
+
+    def table(self) -> str:
+        """A plain-text table of the levels, with the machine and totals."""
+        head = ("level", "size", "steps", "where", "tiles", "device GB", "host GB", "TFLOP")
+        rows = [head]
+        for lv in self.levels:
+            tiles = f"{lv.tiles}×{lv.tile}+{lv.halo}" if lv.tile else "untiled"
+            rows.append(
+                (
+                    str(lv.index),
+                    f"{lv.hw[1]}×{lv.hw[0]}",
+                    str(lv.steps),
+                    lv.residency,
+                    tiles,
+                    f"{lv.device_bytes / GB:.2f}",
+                    f"{lv.host_bytes / GB:.2f}"
+                    + (f" +{lv.disk_bytes / GB:.1f} disk" if lv.disk_bytes else ""),
+                    f"{lv.flops_per_step * lv.steps / 1e12:.2f}",
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+        lines.append(
+            f"{self.devices} {self.platform} device(s), {self.device_memory / GB:.1f} GB each; "
+            f"host RAM {self.host_memory / GB:.1f} GB; peak host {self.peak_host_bytes / GB:.2f} "
+            f"GB, peak device {self.peak_device_bytes / GB:.2f} GB"
+        )
+        return "\n".join(lines)
+
+    def check(self, state_dir: str | None = None) -> None:
+        """Refuse, before any work, a render that cannot fit in RAM, disk or device memory."""
+        for lv in self.levels:
+            where = f"level {lv.index} ({lv.hw[1]}×{lv.hw[0]} px)"
+            if lv.host_bytes > self.host_memory:
+                hint = (
+                    "lower --size, or --style-scale"
+                    if lv.host and state_dir
+                    else "pass --state-dir DIR to keep the image state on disk, or lower --size"
+                )
+                raise UserError(
+                    f"{where} needs {lv.host_bytes / GB:.1f} GB of RAM and this machine has "
+                    f"{self.host_memory / GB:.1f} GB; {hint}"
+                )
+            if lv.device_bytes > self.device_memory:
+                raise UserError(
+                    f"{where} needs {lv.device_bytes / GB:.1f} GB of device memory and the "
+                    f"device has {self.device_memory / GB:.1f} GB; use --state host or auto, a "
+                    "smaller --tile or --tile-batch, or --precision bf16"
+                )
+        if state_dir is not None:
+            need = max(lv.disk_bytes for lv in self.levels)
+            free = _free_disk(Path(state_dir))
+            if need > free:
+                raise UserError(
+                    f"--state-dir {state_dir} needs {need / GB:.1f} GB free and has "
+                    f"{free / GB:.1f} GB; free space there or choose another disk"
+                )
+
+
+def make_render_plan(
+    config: RenderConfig,
+    content_hw: tuple[int, int],
+    style_hws: list[tuple[int, int]],
+    widths: tuple[int, ...],
+    *,
+    devices: int,
+    device_memory: float,
+    host_memory: float | None = None,
+    platform: str = "cpu",
+) -> RenderPlan:
+    """Plan the levels of a render of content `content_hw` (as fitted) with styles of the
+    given sizes, for `devices` devices of `device_memory` bytes each."""
+    spec = config.loss_spec(widths)
+    align = 2**spec.levels
+    final_hw = config.output_hw(content_hw)
+    _check_size(final_hw, "the output", spec)
+    sizes = level_sizes(max(final_hw), config.scales, config.min_size)
+    steps = steps_per_level(config.steps, len(sizes))
+    host_memory = host_memory if host_memory is not None else physical_memory()
+    bpp = STEP_BYTES_PER_PIXEL * sum(widths) / sum(DEFAULT_WIDTHS)
+    bpp *= 0.5 if spec.dtype == "bfloat16" else 1.0
+    weights_bytes = 4 * sum(9 * a * b + b for a, b in zip((3, *widths[:-1]), widths, strict=False))
+    levels = []
+    for i, (long_edge, n) in enumerate(zip(sizes, steps, strict=True)):
+        hw = output_shape(final_hw, long_edge)
+        _check_size(hw, "the image at this level", spec)
+        s_long = max(1, round(long_edge * config.style_scale))
+        shws = tuple(output_shape(s, s_long) for s in style_hws)
+        for shw in shws:
+            _check_size(shw, "a resized style image", spec)
+        host = config.state == "host" or (
+            config.state == "auto" and hw[0] * hw[1] * DEVICE_STATE_BYTES > 0.25 * device_memory
+        )
+        if host and (spec.masked or spec.mrf_layers):
+            raise UserError(
+                f"a {hw[1]}×{hw[0]} px level needs host-resident state, which has no masks or "
+                "MRF loss; render smaller, or drop --style-mask/--content-mask/--style-loss mrf"
+            )
+        tile = _choose_tile(hw, config, spec, bpp, devices, device_memory, host)
+        halo = spec.halo if config.overlap is None else _round_up(config.overlap, align)
+        if tile:
+            tile = _round_up(tile, align)
+            tiles = -(-hw[0] // tile) * -(-hw[1] // tile)
+            batch = max(1, min(config.tile_batch, tiles))
+            window_bytes = (tile + 2 * halo) ** 2 * batch * bpp
+        else:
+            tiles, batch, halo = 1, 1, 0
+            window_bytes = hw[0] * hw[1] * bpp
+        px = hw[0] * hw[1]
+        styles_bytes = sum(a * b for a, b in shws) * IMAGE_BYTES
+        if host:
+            device_bytes = window_bytes
+            state = px * HOST_STATE_BYTES
+            disk = state if config.state_dir else 0.0
+            level_host = (0 if disk else state) + (tile + 2 * halo) * hw[1] * IMAGE_BYTES
+        else:
+            device_bytes = window_bytes + px * DEVICE_STATE_BYTES
+            disk, level_host = 0.0, px * IMAGE_BYTES  # the level's start, before it moves over
+        if not host and not tile:  # an untiled level takes its style targets in one pass
+            device_bytes = max(device_bytes, max(a * b for a, b in shws) * bpp / 2)
+        host_bytes = BASE_BYTES + weights_bytes + level_host + styles_bytes
+        if platform == "cpu":  # the CPU backend's device memory is this process's RAM
+            host_bytes += device_bytes
+        last = deepest(spec.outputs)
+        style_layers = tuple(n for n, _ in spec.style_layers)
+        if tile:
+            f = flops.tiled_step_flops(*hw, widths, last, style_layers, tile, halo, batch)
+        else:
+            f = flops.step_flops(*hw, widths, last, style_layers)
+        levels.append(
+            LevelPlan(
+                index=i,
+                hw=hw,
+                steps=n,
+                warmup=config.warmup if i > 0 else 0,
+                residency="host" if host else "device",
+                tile=tile,
+                halo=halo,
+                tiles=tiles,
+                batch=batch,
+                style_hw=shws,
+                device_bytes=float(device_bytes),
+                host_bytes=float(host_bytes),
+                disk_bytes=float(disk),
+                flops_per_step=float(f["total"]),
+            )
+        )
+    return RenderPlan(
+        tuple(levels),
+        final_hw,
+        devices,
+        float(device_memory),
+        float(host_memory),
+        platform,
+        tuple(widths),
+    )
+
+
+def _choose_tile(
+    hw: tuple[int, int],
+    config: RenderConfig,
+    spec: Any,
+    bpp: float,
+    devices: int,
+    device_memory: float,
+    host: bool,
+) -> int:
+    """The tile core of a level (0 = untiled): none if it fits in half the device memory,
+    else the largest tile (a multiple of 256 px) whose batch does. Over several devices, tiles
+    are made small enough that every device gets at least one."""
+    align = 2**spec.levels
+    tile = config.tile
+    if tile is None:
+        budget = 0.5 * device_memory / bpp
+        if hw[0] * hw[1] <= budget and devices == 1 and not host:
+            return 0
+        side = math.isqrt(int(budget / config.tile_batch)) - 2 * spec.halo
+        tile = min(max(256, side // 256 * 256), _round_up(max(hw), align))
+        while devices > 1 and tile > align and _count(hw, tile) < devices:
+            tile = _round_up(tile // 2, align)
+    if tile == 0:
+        if host:
+            raise UserError("host-resident state streams tiles: give a --tile size, not 0")
+        if devices > 1:
+            raise UserError("--tile 0 (untiled) runs on one device; use --devices 1 or a tile size")
+        return 0
+    # A tile past the level's edge only adds padding to compute (a 4096 tile at a 512 px level
+    # of a gigapixel pyramid would be a 4096² window): no bigger than the level.
+    return min(tile, _round_up(max(hw), align))
+
+
+def _count(hw: tuple[int, int], tile: int) -> int:
+    return -(-hw[0] // tile) * -(-hw[1] // tile)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _check_size(hw: tuple[int, int], what: str, spec: Any) -> None:
+    need = 2**spec.levels
+    if min(hw) < need:
+        raise UserError(
+            f"{what} would be {hw[1]}×{hw[0]} px, smaller than the {need} px that "
+            f"{max(spec.outputs, key=LAYERS.index)} needs; raise --size or --min-size"
+        )
+
+
+def physical_memory() -> float:
+    """This machine's RAM in bytes."""
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def _free_disk(path: Path) -> float:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return float(shutil.disk_usage(path).free)

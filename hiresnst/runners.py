@@ -1,0 +1,327 @@
+"""One level of a render, run by one of two runners behind one interface.
+
+`DeviceRunner` keeps the image and the optimiser state on the device(s) and runs jitted steps
+(tiled or not, sharded or not). `HostRunner` keeps them in host memory or memory-mapped files
+and streams tile windows to the device (`streaming.py`). Both take a `LevelState` and return
+one, report progress the same way, checkpoint the same named arrays, and answer SIGTERM at the
+next step: the render loop (`render.render_with_info`) does not know which one it runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from . import masks, pyramid
+from .checkpoint import Checkpointer, Preempted, Saved
+from .config import RenderConfig
+from .events import Reporter
+from .inputs import Inputs
+from .objective import (
+    LossSpec,
+    TiledPlan,
+    blend_style_targets,
+    content_target_jit,
+    layer_counts,
+    make_loss_fn,
+    make_plan,
+    mrf_target,
+    style_target_jit,
+)
+from .optimize import make_optimizer, make_step, opt_arrays, restore_opt
+from .plan import LevelPlan
+from .sharding import host_array, host_scalar, replicate
+from .streaming import HostState, host_adam_step, host_grams
+
+
+@dataclass(frozen=True)
+class LevelState:
+    """Where one level stands: its image and optimiser state (device arrays or host arrays,
+    as the runner keeps them), the step reached, the RNG key and the losses so far."""
+
+    image: Any
+    opt: Any
+    step: int
+    key: jax.Array
+    losses: tuple[float, ...] = ()
+
+
+@dataclass
+class Level:
+    """What a runner needs besides the state: the level's plan, the shared render context and
+    the hooks for progress, checkpoints and stopping."""
+
+    plan: LevelPlan
+    params: Any
+    spec: LossSpec
+    config: RenderConfig
+    inputs: Inputs
+    mesh: Mesh | None
+    report: Reporter
+    ckpt: Checkpointer | None
+    stop: threading.Event
+    records: list[dict]
+    #: Video: (previous frame warped into this one, reliability) at the output size, for the
+    #: temporal loss (`spec.temporal_weight`); device-resident levels only.
+    temporal: tuple[np.ndarray, np.ndarray] | None = None
+
+    def check_in(self, state: LevelState, arrays: Callable[[], dict[str, Any]]) -> None:
+        """After a step: checkpoint when one is due, and on SIGTERM stop (with a checkpoint
+        when there is somewhere to save one)."""
+        stopping = self.stop.is_set()
+        if self.ckpt is None:
+            if stopping:
+                raise Preempted(None)
+            return
+        if stopping or self.ckpt.due():
+            path = self.save(state, arrays())
+            if stopping:
+                raise Preempted(path)
+
+    def save(self, state: LevelState, arrays: dict[str, Any]) -> Path:
+        assert self.ckpt is not None
+        return self.ckpt.save(
+            self.plan.index,
+            state.step,
+            arrays,
+            state.key,
+            self.records,
+            list(state.losses),
+        )
+
+
+class Runner(Protocol):
+    """Runs one level: `start` makes its state from a start image (any size) or a checkpoint,
+    `run` takes it to the level's last step, `image` is its result for the next level."""
+
+    def start(self, image: Any, key: jax.Array, saved: Saved | None) -> LevelState: ...
+
+    def run(self, state: LevelState) -> LevelState: ...
+
+    def arrays(self, state: LevelState) -> dict[str, Any]: ...
+
+    def image(self, state: LevelState) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+def make_runner(level: Level) -> Runner:
+    return HostRunner(level) if level.plan.host else DeviceRunner(level)
+
+
+def _tiled(
+    level: Level, hw: tuple[int, int], mesh: Mesh | None, overlap: int | None = None
+) -> TiledPlan | None:
+    """The plan's tiling at size `hw` (a style's, with the exact halo, unless `overlap`)."""
+    lp = level.plan
+    if not lp.tile:
+        return None
+    return make_plan(*hw, level.spec, lp.tile, overlap, lp.batch, mesh)
+
+
+@functools.lru_cache(maxsize=8)
+def level_step(
+    spec: LossSpec, tplan: TiledPlan | None, optimizer: str, learning_rate: float, warmup: int
+) -> tuple[Any, Callable]:
+    """A level's optimiser and jitted step, kept for levels of the same shapes and settings:
+    a video renders every frame alike, and a fresh step would be traced and compiled again for
+    each (seconds, against a fraction of a second for a small frame's steps)."""
+    opt = make_optimizer(optimizer, learning_rate, warmup)
+    return opt, make_step(make_loss_fn(spec, tplan), optimizer, opt)
+
+
+def temporal_targets(
+    temporal: tuple[np.ndarray, np.ndarray], hw: tuple[int, int]
+) -> tuple[jax.Array, jax.Array]:
+    """The temporal loss's (warped, reliability) at a level's size (resized when smaller)."""
+    warped, weights = temporal
+    if tuple(np.shape(weights)) == tuple(hw):
+        return jnp.asarray(warped, jnp.float32), jnp.asarray(weights, jnp.float32)
+    c = pyramid.resize(np.asarray(weights, np.float32)[..., None], hw)[..., 0]
+    return pyramid.resize(np.asarray(warped, np.float32), hw), c
+
+
+def _resume_losses(saved: Saved | None) -> tuple[float, ...]:
+    return tuple(saved.losses) if saved else ()
+
+
+class DeviceRunner:
+    """The image and optimiser state on the device(s); one jitted step."""
+
+    def __init__(self, level: Level) -> None:
+        self.level = level
+        lv, config, spec, mesh = level.plan, level.config, level.spec, level.mesh
+        self.tplan = _tiled(level, lv.hw, mesh, config.overlap)
+        self.content = replicate(pyramid.resize(level.inputs.content, lv.hw), mesh)
+        self.targets = self._targets()
+        self.opt, self.step = level_step(
+            spec, self.tplan, config.optimizer, config.learning_rate, lv.warmup
+        )
+
+    def _targets(self) -> dict:
+        level = self.level
+        lv, spec, mesh, inputs = level.plan, level.spec, level.mesh, level.inputs
+        params = level.params
+        blend = _blend(level)
+        per_style, style_levels = [], []
+        for s, shw in zip(inputs.styles, lv.style_hw, strict=True):
+            style_l = replicate(pyramid.resize(s, shw), mesh)
+            style_levels.append(style_l)
+            per_style.append(style_target_jit(params, spec, style_l, _tiled(level, shw, mesh)))
+        content_t = content_target_jit(params, spec, self.content, self.tplan)
+        if spec.masked:
+            targets = masks.stack_masked_targets(
+                spec, per_style, inputs.style_masks, inputs.content_mask, lv.hw, blend, content_t,
+                mesh,
+            )
+        else:
+            targets = {"style": blend_style_targets(per_style, blend), "content": content_t}
+        if spec.mrf_layers:
+            banks = mrf_target(
+                params,
+                spec,
+                [host_array(s) for s in style_levels],
+                blend,
+                level.config.mrf_patches,
+                lv.tile or None,
+            )
+            targets["mrf"] = replicate(banks, mesh)
+        if level.temporal is not None:
+            targets["temporal"] = replicate(temporal_targets(level.temporal, lv.hw), mesh)
+        return targets
+
+    def start(self, image: Any, key: jax.Array, saved: Saved | None) -> LevelState:
+        hw = self.level.plan.hw
+        if saved:
+            image = saved.arrays["image"]
+        elif tuple(image.shape[:2]) != hw:
+            image = pyramid.resize(host_array(image), hw)
+        x = replicate(jnp.asarray(image), self.level.mesh)
+        opt = self.opt.init(x)
+        if saved:
+            moments = {k: v for k, v in saved.arrays.items() if k != "image"}
+            opt = replicate(restore_opt(opt, moments), self.level.mesh)
+        return LevelState(x, opt, saved.step if saved else 0, key, _resume_losses(saved))
+
+    def run(self, state: LevelState) -> LevelState:
+        """Jitted steps; each loss is read one step late so the device never waits for the
+        host."""
+        level, report = self.level, self.level.report
+        report.losses[:] = state.losses
+        x, opt, pending = state.image, state.opt, None
+        for i in range(state.step, level.plan.steps):
+            x, opt, loss, _ = self.step(level.params, self.targets, x, opt)
+            if pending is not None:
+                report(i, host_scalar(pending))
+            pending = loss
+            if level.stop.is_set() or (level.ckpt and level.ckpt.due()):
+                report(i + 1, host_scalar(pending))
+                pending = None
+                now = replace(state, image=x, opt=opt, step=i + 1, losses=tuple(report.losses))
+                level.check_in(now, lambda now=now: self.arrays(now))
+        if pending is not None:
+            report(level.plan.steps, host_scalar(pending))
+        return replace(
+            state, image=x, opt=opt, step=level.plan.steps, losses=tuple(report.losses)
+        )
+
+    def arrays(self, state: LevelState) -> dict[str, Any]:
+        return {"image": state.image, **opt_arrays(state.opt)}
+
+    def image(self, state: LevelState) -> Any:
+        return state.image
+
+    def close(self) -> None:
+        pass
+
+
+class HostRunner:
+    """The image and Adam state in host memory (or memory-mapped under --state-dir), tile
+    windows streamed to the device, each band of rows updated as soon as its gradient is
+    final."""
+
+    def __init__(self, level: Level) -> None:
+        self.level = level
+        lv, spec, params, config = level.plan, level.spec, level.params, level.config
+        self.tplan = _tiled(level, lv.hw, None, config.overlap)
+        assert self.tplan is not None, "host-resident levels are tiled"
+        targets = []
+        for s, shw in zip(level.inputs.styles, lv.style_hw, strict=True):
+            grid = make_plan(*shw, spec, lv.tile, None, self.tplan.batch).grid
+            grams = host_grams(params, spec, grid, self.tplan.batch, host_resize(s, shw))
+            counts = layer_counts(spec, *shw)
+            targets.append({n: grams[n] / counts[n] for n in grams})
+        self.style = blend_style_targets(targets, _blend(level))
+        state_dir = config.state_dir
+        self.dir = None if state_dir is None else Path(state_dir) / f"level-{lv.index}"
+        self.hstate: HostState | None = None
+
+    def start(self, image: Any, key: jax.Array, saved: Saved | None) -> LevelState:
+        """The state: the content (8-bit) and the start (any size) or the checkpoint resized
+        or copied into it block by block, so that no other full-size array is made (the state
+        may be on disk)."""
+        hs = HostState.allocate((*self.level.plan.hw, 3), self.dir)
+        pyramid.resize_into(self.level.inputs.content, hs.content)
+        if saved:
+            hs.restore(saved.arrays)
+        else:
+            pyramid.resize_into(host_array(image), hs.x)
+        self.hstate = hs
+        return LevelState(hs.x, hs, saved.step if saved else 0, key, _resume_losses(saved))
+
+    def run(self, state: LevelState) -> LevelState:
+        level, report = self.level, self.level.report
+        report.losses[:] = state.losses
+        lv, hs = level.plan, state.opt
+        for i in range(state.step, lv.steps):
+            loss, _ = host_adam_step(
+                level.params,
+                level.spec,
+                self.tplan.grid,
+                self.tplan.batch,
+                self.style,
+                hs,
+                level.config.learning_rate,
+                lv.warmup,
+                lambda phase, done, n, i=i: report.send(i, _tile_fraction(phase, done, n)),
+            )
+            report(i + 1, loss)
+            now = replace(state, step=i + 1, losses=tuple(report.losses))
+            level.check_in(now, lambda now=now: self.arrays(now))
+        return replace(state, step=lv.steps, losses=tuple(report.losses))
+
+    def arrays(self, state: LevelState) -> dict[str, Any]:
+        return state.opt.arrays()
+
+    def image(self, state: LevelState) -> Any:
+        return state.image
+
+    def close(self) -> None:
+        """Remove the level's files once only its image is needed (it stays mapped)."""
+        if self.hstate is not None:
+            self.hstate.unlink_files()
+
+
+def _tile_fraction(phase: str, done: int, n: int) -> float:
+    """A host-resident step's progress: pass 1 (forward only) is about a third of its work."""
+    return done / n / 3 if phase == "pass 1" else (1 + 2 * done / n) / 3
+
+
+def _blend(level: Level) -> list[float]:
+    blend = level.config.style_blend
+    return list(blend) if blend else [1.0] * len(level.inputs.styles)
+
+
+def host_resize(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """`pyramid.resize` for host-resident images: on the CPU backend, block by block (no copy
+    to an accelerator, no full-size temporaries)."""
+    return pyramid.resize_into(image, np.empty((*hw, image.shape[2]), np.float32))
