@@ -3,25 +3,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 
-from .config import RenderConfig, parse_layers
-from .errors import UserError
-
-D = RenderConfig()
-
-
-def _floats(text: str, flag: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise UserError(f"{flag} must be comma-separated numbers, got {text!r}") from None
+from .config import setting_types, settings_fields
 
 
 def _hms(seconds: float | None) -> str:
@@ -81,177 +74,140 @@ class VideoDisplay:
         self._bar.update(self._frame, completed=s.step + s.step_fraction, info=loss)
 
 
-def video_command(
-    source: Path = typer.Argument(
-        ..., help="Input clip: a video file (mp4, mov, webm, gif…) or a folder of numbered frames."
-    ),
-    styles: list[Path] = typer.Argument(..., help="One or more style images."),
-    output: Path = typer.Option(
-        ...,
-        "--output",
-        "-o",
-        help="Output: .mp4, .mov (H.264), .webm (VP9), .gif, or a new folder for PNG frames.",
-    ),
-    frames: str | None = typer.Option(
-        None, help="Input frames A:B (from A up to, not including, B; from 0), e.g. 0:48."
-    ),
-    fps: str | None = typer.Option(
+#: Render settings a clip does not take: its frames stay on the device (the temporal loss has
+#: no host-resident path), and a print resolution means nothing to a video.
+NOT_FOR_VIDEO = ("state", "state_dir", "dpi", "device_memory")
+#: Video settings that `render` does not show (config fields with cli=False).
+VIDEO_SETTINGS = ("temporal_weight", "temporal_blend")
+#: The command's own options: (name, type, default, help).
+VIDEO_OPTIONS: tuple[tuple[str, Any, Any, str], ...] = (
+    ("frames", str | None, None, "Input frames A:B (from A up to, not including, B), e.g. 0:48."),
+    (
+        "fps",
+        str | None,
         None,
-        help="Output frame rate (frames dropped or repeated, duration kept); for a frames "
-        "folder, its rate (default 24).",
+        "Output frame rate (frames dropped or repeated, duration kept); for a frames folder, "
+        "its rate (default 24).",
     ),
-    method: str = typer.Option(
-        D.method, help="optimize (Gatys, per frame) or fast (Magenta network, flow blending)."
-    ),
-    temporal_weight: float = typer.Option(
-        D.temporal_weight,
-        help="optimize: weight of the loss tying tracked pixels to the warped previous frame "
-        "(0 = off; frames still start from it).",
-    ),
-    temporal_blend: float = typer.Option(
-        D.temporal_blend,
-        help="fast: share of the warped previous frame in tracked pixels (0 = independent).",
-    ),
-    independent: bool = typer.Option(
-        False, help="Render every frame on its own: no warp, no temporal term (for comparison)."
-    ),
-    flow_size: int = typer.Option(
-        1024, help="Long edge in px at which optical flow is computed (then upsampled)."
-    ),
-    size: int = typer.Option(D.size, help="Long edge of the output frames in px."),
-    width: int | None = typer.Option(None, help="Output width in px (with --height)."),
-    height: int | None = typer.Option(None, help="Output height in px (with --width)."),
-    steps: int = typer.Option(
-        D.steps if isinstance(D.steps, int) else 200,
-        help="Steps per frame (frame 0's coarser pyramid levels get more).",
-    ),
-    scales: int = typer.Option(D.scales, help="Pyramid levels of frame 0."),
-    min_size: int | None = typer.Option(None, help="Long edge of frame 0's coarsest level."),
-    weights: str = typer.Option(
-        D.weights, help="auto (cached import), random (seeded, untrained), or a weights file."
-    ),
-    seed: int = typer.Option(D.seed, help="Seed for noise init and random weights."),
-    optimizer: str = typer.Option(D.optimizer, help="adam or lbfgs."),
-    learning_rate: float = typer.Option(D.learning_rate, help="Adam step size."),
-    content_weight: float = typer.Option(D.content_weight, help="Weight of the content loss."),
-    style_weight: float = typer.Option(D.style_weight, help="Weight of the style loss."),
-    tv_weight: float = typer.Option(D.tv_weight, help="Weight of the total-variation loss."),
-    init: str = typer.Option(
-        D.init, help="Frame 0's start: auto, content, noise, fast, or an image file."
-    ),
-    style_strength: float = typer.Option(D.style_strength, help="fast: 0 = content, 1 = style."),
-    content_layers: str | None = typer.Option(None, help="Content layers with weights."),
-    style_layers: str | None = typer.Option(None, help="Style layers with weights."),
-    style_loss: str = typer.Option(D.style_loss, help="gram, mrf or gram+mrf."),
-    style_blend: str | None = typer.Option(None, help="Blend weights of the styles: 0.7,0.3."),
-    style_scale: float = typer.Option(D.style_scale, help="Style size relative to the output."),
-    pooling: str = typer.Option(D.pooling, help="avg or max pooling in VGG19."),
-    preserve_colors: str | None = typer.Option(None, help="luminance or histogram."),
-    tile: int | None = typer.Option(
-        None, help="Tile core in px (0 = untiled; default: from device memory)."
-    ),
-    overlap: int | None = typer.Option(None, help="Tile halo in px (default: exact)."),
-    tile_batch: int = typer.Option(D.tile_batch, help="Tiles processed together."),
-    precision: str = typer.Option(D.precision, help="fp32 or bf16."),
-    devices: int | None = typer.Option(None, help="Devices to spread tiles over (default: all)."),
-    platform: str | None = typer.Option(None, help="cpu, gpu or tpu (default: JAX's choice)."),
-    max_input_pixels: int = typer.Option(
-        D.max_input_pixels, help="Refuse larger style images (decompression-bomb guard)."
-    ),
-    work_dir: Path | None = typer.Option(
-        None, help="Finished frames and their manifest (default: .OUTPUT.frames beside OUTPUT)."
-    ),
-    keep_frames: bool = typer.Option(False, help="Keep the work folder after the output."),
-    restart: bool = typer.Option(False, help="Discard finished frames and start over."),
-    checkpoint_every: float = typer.Option(
-        300.0, help="Seconds between checkpoints within a frame."
-    ),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON line with the results."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
-) -> None:
+    ("independent", bool, False, "Every frame on its own: no warp, no temporal term."),
+    ("flow_size", int, 1024, "Long edge in px at which optical flow is computed."),
+    ("platform", str | None, None, "cpu, gpu or tpu (default: JAX's choice)."),
+    ("work_dir", Path | None, None, "Finished frames and manifest (default .OUTPUT.frames)."),
+    ("keep_frames", bool, False, "Keep the work folder after writing the output."),
+    ("restart", bool, False, "Discard finished frames and start over."),
+    ("checkpoint_every", float, 300.0, "Seconds between checkpoints within a frame."),
+    ("json_out", bool, False, "Print one JSON line with the results (strict JSON)."),
+    ("quiet", bool, False, "No progress display."),
+)
+FLAGS = {"json_out": ["--json"], "quiet": ["--quiet", "-q"]}
+
+
+def _parameters() -> list[inspect.Parameter]:
+    """The command's parameters: the clip, styles and output, every render setting that applies
+    to a clip (as `hiresnst render` shows it, from `config.py`), then the video options."""
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params = [
+        inspect.Parameter(
+            "source",
+            kw,
+            default=typer.Argument(
+                ..., help="Input clip: a video file (mp4, mov, webm, gif…) or a frames folder."
+            ),
+            annotation=Path,
+        ),
+        inspect.Parameter(
+            "styles",
+            kw,
+            default=typer.Argument(..., help="One or more style images."),
+            annotation=list[Path],
+        ),
+        inspect.Parameter(
+            "output",
+            kw,
+            default=typer.Option(
+                ...,
+                "--output",
+                "-o",
+                help="Output: .mp4, .mov (H.264), .webm (VP9), .gif, or a new folder of PNGs.",
+            ),  # fmt: skip
+            annotation=Path,
+        ),
+    ]
+    for name, kind, default, help_text in VIDEO_OPTIONS:
+        flags = FLAGS.get(name, ["--" + name.replace("_", "-")])
+        option = typer.Option(default, *flags, help=help_text)
+        params.append(inspect.Parameter(name, kw, default=option, annotation=kind))
+    types = setting_types()
+    for f in settings_fields():
+        meta = f.metadata
+        if (not meta["cli"] and f.name not in VIDEO_SETTINGS) or f.name in NOT_FOR_VIDEO:
+            continue
+        flag = meta["flag"] or "--" + f.name.replace("_", "-")
+        if meta["repeat"]:
+            option, kind = typer.Option(None, flag, help=meta["help"]), meta["cli_type"] | None
+        elif meta["cli_type"] is not None:
+            shown = meta["show"] if meta["show"] is not None else f.default
+            option = typer.Option(None, flag, help=meta["help"], show_default=str(shown))
+            kind = meta["cli_type"] | None
+        else:
+            option, kind = typer.Option(f.default, flag, help=meta["help"]), types[f.name]
+        params.append(inspect.Parameter(f.name, kw, default=option, annotation=kind))
+    return params
+
+
+def video_command(**kw: Any) -> None:
     """Stylise the clip SOURCE with STYLES into OUTPUT, frame by frame with optical flow.
 
-    Running the same command again continues at the first frame not yet finished.
+    Frame 0 is a normal render; each later frame starts from the previous stylised frame warped
+    into it, with a temporal loss on the pixels the flow tracks reliably. Running the same
+    command again continues at the first frame not yet finished.
     """
     from . import sharding
+    from .cli import json_line, settings_from_options
     from .runtime import enable_compilation_cache
     from .video_render import VideoSettings, parse_fps, render_video
 
-    config = RenderConfig(
-        size=size,
-        steps=steps,
-        scales=scales,
-        min_size=min_size,
-        weights=weights,
-        seed=seed,
-        optimizer=optimizer,
-        learning_rate=learning_rate,
-        content_weight=content_weight,
-        style_weight=style_weight,
-        tv_weight=tv_weight,
-        init=init,
-        method=method,
-        style_strength=style_strength,
-        content_layers=(
-            parse_layers(content_layers, "--content-layers") if content_layers else D.content_layers
-        ),
-        style_layers=(
-            parse_layers(style_layers, "--style-layers") if style_layers else D.style_layers
-        ),
-        style_loss=style_loss,
-        style_blend=_floats(style_blend, "--style-blend") if style_blend else None,
-        style_scale=style_scale,
-        pooling=pooling,
-        preserve_colors=preserve_colors,
-        tile=tile,
-        overlap=overlap,
-        tile_batch=tile_batch,
-        precision=precision,
-        devices=devices,
-        width=width,
-        height=height,
-        max_input_pixels=max_input_pixels,
-        state="device",
-        temporal_weight=temporal_weight,
-        temporal_blend=temporal_blend,
-    )
-    config.validate(len(styles))
+    config = dataclasses.replace(settings_from_options(kw), state="device")
+    config.validate(len(kw["styles"]))
     settings = VideoSettings(
-        frames=frames, fps=parse_fps(fps), flow_size=flow_size, independent=independent
+        frames=kw["frames"],
+        fps=parse_fps(kw["fps"]),
+        flow_size=kw["flow_size"],
+        independent=kw["independent"],
     )
     settings.validate()
-    sharding.select_platform(platform)
+    sharding.select_platform(kw["platform"])
     enable_compilation_cache()
-    with VideoDisplay(enabled=not quiet) as display:
+    with VideoDisplay(enabled=not kw["quiet"]) as display:
         record = render_video(
-            source,
-            styles,
-            output,
+            kw["source"],
+            kw["styles"],
+            kw["output"],
             config,
             settings,
-            work_dir=work_dir,
-            restart=restart,
-            keep_frames=keep_frames,
-            checkpoint_every=checkpoint_every,
+            work_dir=kw["work_dir"],
+            restart=kw["restart"],
+            keep_frames=kw["keep_frames"],
+            checkpoint_every=kw["checkpoint_every"],
             progress=display.update,
         )
-    record["output"] = str(output)
-    if weights == "random" and method == "optimize":
+    record["output"] = str(kw["output"])
+    if config.weights == "random" and config.method == "optimize":
         typer.echo(
             "note: rendered with untrained random VGG19 weights (--weights random)", err=True
         )
-    if json_out:
-        from .cli import json_line
-
+    if kw["json_out"]:
         typer.echo(json_line(record))
-    elif not quiet:
+    elif not kw["quiet"]:
         resumed = f", {record['resumed_frames']} resumed" if record["resumed_frames"] else ""
         audio = f", audio {record['audio']}" if record["audio"] else ""
         typer.echo(
-            f"wrote {output} ({record['frames']} frames at {record['fps']} fps, "
+            f"wrote {kw['output']} ({record['frames']} frames at {record['fps']} fps, "
             f"{record['size'][0]}×{record['size'][1]}{resumed}{audio})",
             err=True,
         )
 
+
+video_command.__signature__ = inspect.Signature(_parameters())  # type: ignore[attr-defined]
 
 __all__ = ["VideoDisplay", "video_command"]

@@ -298,7 +298,7 @@ class RenderConfig:
         parse=parse_bytes,
     )
     temporal_weight: float = setting(
-        3e5,
+        1e6,
         "video, optimize: weight of the loss tying reliably tracked pixels to the previous "
         "stylised frame warped into this one (0 = off); used only when that warp is given.",
         cli=False,

@@ -38,6 +38,7 @@ from .config import RenderConfig
 from .errors import Preempted, UserError
 from .events import Progress
 from .inputs import array_sha256, prepare_inputs
+from .printsize import apply_fit, fit_to_print
 from .render import FastStyle, render_with_info
 
 FORMAT = 1
@@ -216,6 +217,7 @@ def render_video(
     fps = settings.fps if settings.fps is not None and clip.kind == "file" else clip.fps
     indices = video.resample(span, clip.fps, fps) if clip.kind == "file" else list(span)
     hw = video.even_size(config.output_hw((clip.height, clip.width)), kind)
+    frame_fit = _framing(config, (clip.height, clip.width))
     frame_config = dataclasses.replace(config, width=hw[1], height=hw[0], fit="crop", dpi=None)
     style_imgs = [_load_style(s, config) for s in styles]
     fingerprint = {
@@ -235,6 +237,8 @@ def render_video(
     prev_in = prev_out = None
     with stop_on_sigterm() as stop:
         for j, frame in video.read_frames(clip, indices):
+            if frame_fit is not None:
+                frame = apply_fit(frame, frame_fit)
             cur = np.asarray(pyramid.resize(frame, hw))
             in_sha = array_sha256(cur)
             if j < len(work.frames):  # done in an earlier run: check it is this clip's frame
@@ -278,6 +282,17 @@ def render_video(
     if not keep_frames:
         shutil.rmtree(work.path, ignore_errors=True)
     return record
+
+
+def _framing(config: RenderConfig, clip_hw: tuple[int, int]) -> Any:
+    """How each frame meets an explicit --width × --height of another aspect (--fit crop or
+    pad, as a still's content does), or None."""
+    if config.width is None or config.height is None:
+        return None
+    ch, cw = clip_hw
+    k = (max if config.fit == "pad" else min)(ch / config.height, cw / config.width)
+    native = (max(1, round(config.width * k)), max(1, round(config.height * k)))
+    return fit_to_print(clip_hw, native, config.fit)
 
 
 def _progress(j, n, resumed, timings, t_start, step) -> FrameProgress:
