@@ -34,7 +34,7 @@ import numpy as np
 
 from . import color, imageio, pyramid, video
 from .checkpoint import CheckpointOptions, stop_on_sigterm
-from .config import RenderConfig
+from .config import RenderConfig, image_settings
 from .errors import Preempted, UserError
 from .events import Progress
 from .inputs import array_sha256, prepare_inputs
@@ -221,7 +221,7 @@ def render_video(
     frame_config = dataclasses.replace(config, width=hw[1], height=hw[0], fit="crop", dpi=None)
     style_imgs = [_load_style(s, config) for s in styles]
     fingerprint = {
-        **{k: v for k, v in dataclasses.asdict(frame_config).items() if k != "devices"},
+        **image_settings(frame_config),  # what changes the pixels: another --tile may resume
         "input": os.path.abspath(clip.path),
         "input_frame_count": clip.frames,
         "input_frames": [span.start, span.stop],
