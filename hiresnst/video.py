@@ -453,18 +453,19 @@ def flow(a: np.ndarray, b: np.ndarray, max_side: int = FLOW_MAX_SIDE) -> np.ndar
     return f.astype(np.float32)
 
 
-def warp(image: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """image(p + f(p)) (bilinear, edges repeated): with f the flow from frame t to frame t−1,
-    frame t−1 brought into frame t."""
+def warp(image: np.ndarray, f: np.ndarray, cubic: bool = True) -> np.ndarray:
+    """image(p + f(p)) (edges repeated): with f the flow from frame t to frame t−1, frame t−1
+    brought into frame t. Bicubic (clipped to the image's range) by default: a clip warps every
+    frame from the last, and bilinear resampling blurs a little more each time; `cubic` False
+    for flow fields."""
     cv2 = _cv2()
     h, w = f.shape[:2]
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     mx, my = xs + f[..., 0], ys + f[..., 1]
-    out = cv2.remap(
-        np.ascontiguousarray(image, np.float32), mx, my, cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_REPLICATE,
-    )  # fmt: skip
-    return out.reshape(image.shape)
+    src = np.ascontiguousarray(image, np.float32)
+    mode = cv2.INTER_CUBIC if cubic else cv2.INTER_LINEAR
+    out = cv2.remap(src, mx, my, mode, borderMode=cv2.BORDER_REPLICATE).reshape(image.shape)
+    return np.clip(out, src.min(), src.max()) if cubic else out
 
 
 def reliability(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
@@ -472,7 +473,7 @@ def reliability(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
     and the backward flow (t → t−1): 0 at disocclusions, motion boundaries and pixels whose
     source lies outside frame t−1."""
     h, w = backward.shape[:2]
-    fw = warp(forward, backward)  # the forward flow at each pixel's source in t−1
+    fw = warp(forward, backward, cubic=False)  # the forward flow at each pixel's source
     both = np.sum((fw + backward) ** 2, -1)
     occluded = both > 0.01 * (np.sum(fw**2, -1) + np.sum(backward**2, -1)) + 0.5
     gy_u, gx_u = np.gradient(backward[..., 0])
