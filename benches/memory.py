@@ -44,6 +44,14 @@ def child(size: int, tile: int, out: Path) -> dict:
         style_scale=256 / size,
         init="content",  # not `auto`: a feed-forward start would measure Magenta's network
     )
+    from hiresnst.layers import DEFAULT_WIDTHS
+    from hiresnst.plan import make_render_plan
+    from hiresnst.sharding import device_memory_bytes
+
+    plan = make_render_plan(
+        cfg, content.shape[:2], [style.shape[:2]], DEFAULT_WIDTHS, devices=1,
+        device_memory=device_memory_bytes(),
+    )
     t0 = time.perf_counter()
     result = render_with_info(content, [style], cfg)
     render_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -55,6 +63,7 @@ def child(size: int, tile: int, out: Path) -> dict:
         "seconds": round(seconds, 1),
         "peak_rss_render_bytes": render_peak,  # before the output is written
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "plan_estimate_bytes": plan.peak_host_bytes,  # what --dry-run says the render needs
     }
 
 
@@ -105,11 +114,14 @@ def main() -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"memory-{machine}-{dt.date.today()}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
     for r in rows:
+        r["estimate_over_measured"] = round(r["plan_estimate_bytes"] / r["peak_rss_bytes"], 3)
         print(
             f"{r['size']:>6}² {r['seconds']:>8} s  peak RSS {r['peak_rss_bytes'] / 2**20:9.1f} MB"
+            f"  plan's estimate {r['plan_estimate_bytes'] / 2**20:9.1f} MB"
+            f" ({r['estimate_over_measured']:.2f}×)"
         )
+    path.write_text(json.dumps(report, indent=2) + "\n")
     print(
         f"peak ≈ {report['fixed_overhead_mb']} MB + {report['bytes_per_pixel']} B/px "
         f"(slope of the two largest; {report['bytes_per_pixel_over_smallest']} B/px over the "

@@ -18,13 +18,14 @@ few are kept. A level's last checkpoint has step = the level's steps: the level 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import math
 import os
+import re
 import shutil
-import signal
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,23 @@ from typing import Any
 import jax
 import numpy as np
 
+from . import leftovers
 from .errors import Preempted, UserError
+from .signals import deferred
 
-__all__ = ["Checkpointer", "CheckpointOptions", "Preempted", "Saved", "stop_on_sigterm"]
+__all__ = [
+    "Checkpointer",
+    "CheckpointOptions",
+    "Preempted",
+    "Saved",
+    "check_every",
+    "stop_on_sigterm",
+]
 
 PREFIX = "ckpt-"
 FORMAT = 2
+#: A checkpoint being built: `.tmp-<tag>-LL-SSSSSSSS` (older versions: `.tmp-<pid>-LL-…`).
+TEMP_DIR = re.compile(rf"^\.tmp-(?:{leftovers.TAG}|\d+)-\d+-\d+$")
 #: Rows copied at a time between a checkpoint's files and the arrays they hold.
 BLOCK_BYTES = 64 << 20
 
@@ -66,12 +78,22 @@ class Saved:
     path: Path
 
 
+def check_every(seconds: float) -> None:
+    """--checkpoint-every: a finite number of seconds ≥ 0 (NaN or inf used to mean, silently,
+    only at level ends)."""
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise UserError(
+            f"--checkpoint-every must be a number of seconds ≥ 0 (0 = every step), got {seconds}"
+        )
+
+
 class Checkpointer:
     """Saves and restores one render's checkpoints in `options.directory`."""
 
     def __init__(self, options: CheckpointOptions, fingerprint: dict[str, Any]) -> None:
-        if options.every < 0 or options.keep < 1:
-            raise UserError("--checkpoint-every must be ≥ 0 seconds and keep at least 1")
+        check_every(options.every)
+        if options.keep < 1:
+            raise UserError(f"checkpoints to keep must be at least 1, got {options.keep}")
         self.options = options
         self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
         self.directory = Path(options.directory)
@@ -84,6 +106,7 @@ class Checkpointer:
         if options.restart:
             for d in self._complete():
                 shutil.rmtree(d, ignore_errors=True)
+        leftovers.clean(self.directory, TEMP_DIR)  # of renders killed while saving
         self._last = time.monotonic()
         self.resumed_from: Path | None = None
 
@@ -153,10 +176,9 @@ class Checkpointer:
         final = self.directory / f"{PREFIX}{level:02d}-{step:08d}"
         if not is_main_process():
             return final
-        tmp = self.directory / f".tmp-{os.getpid()}-{level:02d}-{step:08d}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        tmp = self.directory / f".tmp-{leftovers.tag()}-{level:02d}-{step:08d}"
         try:
+            tmp.mkdir()
             dtypes = {}
             for name, a in {**arrays, "key": key}.items():
                 host = a if isinstance(a, np.ndarray) else host_array(a)
@@ -177,12 +199,30 @@ class Checkpointer:
                 os.fsync(f.fileno())
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            if not isinstance(e, OSError):
+                raise
+            raise UserError(
+                f"cannot save a checkpoint in {self.directory}: {describe_os_error(e)}; free "
+                "space, raise the limit or choose another --checkpoint-dir (older checkpoints "
+                "are kept)"
+            ) from None
         for old in self._complete()[: -self.options.keep]:
             shutil.rmtree(old, ignore_errors=True)
         return final
+
+
+#: What is full, by errno, when a write fails for want of space or a size limit.
+NO_SPACE = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large (a file-size limit)",
+}
+
+
+def describe_os_error(e: OSError) -> str:
+    return NO_SPACE.get(e.errno or 0) or e.strerror or str(e)
 
 
 def _block_rows(a: np.ndarray) -> int:
@@ -191,21 +231,23 @@ def _block_rows(a: np.ndarray) -> int:
 
 def write_array(directory: Path, name: str, a: np.ndarray) -> str:
     """Save `a` as directory/name.npy a block of rows at a time; returns its dtype's name
-    (bfloat16 is stored as its uint16 bits, which .npy can hold)."""
+    (bfloat16 is stored as its uint16 bits, which .npy can hold). Plain writes, not a memory
+    map: on a full disk a write through a map kills the process with SIGBUS, where `write`
+    fails with ENOSPC (or EFBIG over a file-size limit), which `save` reports."""
     dtype = str(a.dtype)
     if dtype == "bfloat16":
         a = a.view(np.uint16)
-    out = np.lib.format.open_memmap(directory / f"{name}.npy", "w+", a.dtype, a.shape)
-    if a.ndim == 0:
-        out[...] = a
-    else:
-        step = _block_rows(a)
-        for r in range(0, len(a), step):
-            out[r : r + step] = a[r : r + step]
-    out.flush()
-    with open(directory / f"{name}.npy", "rb+") as f:
+    with open(directory / f"{name}.npy", "wb") as f:
+        header = {"descr": np.lib.format.dtype_to_descr(a.dtype), "fortran_order": False}
+        np.lib.format.write_array_header_1_0(f, {**header, "shape": a.shape})
+        if a.ndim == 0:
+            f.write(np.ascontiguousarray(a).tobytes())
+        else:
+            step = _block_rows(a)
+            for r in range(0, len(a), step):
+                f.write(np.ascontiguousarray(a[r : r + step]).tobytes())
+        f.flush()
         os.fsync(f.fileno())
-    del out
     return dtype
 
 
@@ -232,18 +274,8 @@ def copy_rows(src: np.ndarray, dst: np.ndarray) -> None:
         dst[r : r + step] = src[r : r + step]
 
 
-@contextlib.contextmanager
-def stop_on_sigterm() -> Iterator[threading.Event]:
-    """Within the block, SIGTERM sets the returned event instead of killing the process, so the
-    render can save a checkpoint first. Outside the main thread, signals cannot be caught and
-    the event simply never fires."""
-    event = threading.Event()
-    try:
-        previous = signal.signal(signal.SIGTERM, lambda *_: event.set())
-    except ValueError:
-        yield event
-        return
-    try:
-        yield event
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+def stop_on_sigterm() -> contextlib.AbstractContextManager[threading.Event]:
+    """Within the block, SIGTERM (or Ctrl-C) sets the returned event instead of stopping the
+    process, so the render can save a checkpoint first and raise `Preempted` (see
+    `signals.deferred`). Outside the main thread the event simply never fires."""
+    return deferred()

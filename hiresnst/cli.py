@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -22,7 +21,8 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import ClickException, UsageError
 
 from .config import MAX_SIZE, OutputOptions, RenderConfig, setting_types, settings_fields
-from .errors import Preempted, UserError
+from .errors import UserError
+from .signals import Stopped, stop_signals
 
 app = typer.Typer(
     add_completion=False,
@@ -68,8 +68,43 @@ CLI_OPTIONS: tuple[tuple[str, Any, Any, str], ...] = (
     ("dry_run", bool, False, "Print the plan (sizes, tiles, memory) and exit without rendering."),
     ("json_out", bool, False, "Print one JSON line with the results (strict JSON)."),
     ("quiet", bool, False, "No progress display."),
+    (
+        "log_every",
+        int,
+        50,
+        "When stderr is not a terminal: a progress line every N steps of a level, at each "
+        "level's end and at least every minute (0: only those).",
+    ),
+    (
+        "save_every",
+        int | None,
+        None,
+        "Write snapshots NAME.step-NNNNN.jpg (≤ 2048 px; N counts the whole render's steps) "
+        "every N steps of a level and at each level's end.",
+    ),
+    (
+        "serve",
+        str | None,
+        None,
+        "[HOST:]PORT: serve a live page of the render (snapshot, loss curves, ETA); "
+        "127.0.0.1 unless HOST is given.",
+    ),
+    (
+        "serve_token",
+        str | None,
+        None,
+        "Token the live page asks for (or $HIRESNST_SERVE_TOKEN); needed beyond 127.0.0.1.",
+    ),
+    (
+        "zoom",
+        str | None,
+        None,
+        "Also write a zoomable pyramid: dzi (NAME.dzi, NAME_files/, NAME.html viewer), "
+        "tiff (NAME.pyramid.tif, tiled with SubIFD levels), or dzi,tiff.",
+    ),
 )
 FLAGS = {"print_size": ["--print"], "json_out": ["--json"], "quiet": ["--quiet", "-q"]}
+ENVVARS = {"serve_token": "HIRESNST_SERVE_TOKEN"}  # secrets that `ps` should not show
 
 
 def _options() -> list[inspect.Parameter]:
@@ -115,7 +150,7 @@ def _options() -> list[inspect.Parameter]:
         params.append(inspect.Parameter(f.name, kw, default=option, annotation=kind))
     for name, kind, default, help_text in CLI_OPTIONS:
         flags = FLAGS.get(name, ["--" + name.replace("_", "-")])
-        option = typer.Option(default, *flags, help=help_text)
+        option = typer.Option(default, *flags, help=help_text, envvar=ENVVARS.get(name))
         params.append(inspect.Parameter(name, kw, default=option, annotation=kind))
     return params
 
@@ -138,14 +173,20 @@ def render(**kw: Any) -> None:
     """Render CONTENT in the style of STYLES into OUTPUT."""
     from . import job as jobs
     from . import sharding
-    from .checkpoint import CheckpointOptions
+    from .checkpoint import CheckpointOptions, check_every
     from .runtime import enable_compilation_cache
 
     if kw["print_size"] is not None:
         kw["width"], kw["height"] = _print_pixels(kw)
     config = settings_from_options(kw)
     config.validate(len(kw["styles"]))
+    check_every(kw["checkpoint_every"])
     options = OutputOptions(bit_depth=kw["bit_depth"], quality=kw["quality"])
+    from .watch import Watch, WatchOptions
+
+    watching = WatchOptions.parse(
+        kw["log_every"], kw["save_every"], kw["serve"], kw["serve_token"], kw["zoom"]
+    )
     ckpt = None
     if kw["checkpoint_dir"] is not None:
         ckpt = CheckpointOptions(
@@ -162,13 +203,14 @@ def render(**kw: Any) -> None:
         typer.echo(json_line(plan.as_json()) if kw["json_out"] else plan.table())
         return
     enable_compilation_cache()
-    from .progress import RenderProgress
-
     main_process = sharding.is_main_process()
-    with RenderProgress(enabled=not kw["quiet"] and main_process) as bar:
-        result = jobs.run_job(job, progress=bar.update)
+    with Watch(watching, job.output, display=not kw["quiet"], enabled=main_process) as watch:
+        result = jobs.run_job(job, progress=watch.update)
     if not main_process:
         return
+    zoomed = watch.write_zoom(result.image, result.info, config.dpi)
+    if zoomed:
+        result.info["zoom"] = [str(p) for p in zoomed]
     if multi:
         result.info["processes"] = sharding.process_count()
     for note in result.notes:
@@ -204,70 +246,90 @@ def _print_pixels(kw: dict[str, Any]) -> tuple[int, int]:
 
 def json_line(record: Any) -> str:
     """Strict JSON on one line: non-finite numbers (a diverged loss) become null."""
-    return json.dumps(_finite(record), sort_keys=True, allow_nan=False, default=str)
+    from .job import json_safe
 
+    return json.dumps(json_safe(record), sort_keys=True, allow_nan=False, default=str)
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _add_subcommands() -> None:
     from .cli_series import series_command
     from .cli_video import video_command
     from .cli_weights import app as weights_app
+    from .cli_zoom import zoom_command
 
     app.add_typer(weights_app, name="weights", help="Import, fetch and inspect VGG19 weights.")
     app.command("series")(series_command)
     app.command("video")(video_command)
+    app.command("zoom")(zoom_command)
 
 
 _add_subcommands()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the app and return its exit status; user errors become one line and status 2."""
+    """Run the app and return its exit status; user errors become one line and status 2.
+
+    SIGTERM and Ctrl-C stop any phase (see `signals`): one line, status 143 or 130."""
+    with stop_signals():
+        try:
+            return _main(argv)
+        except Stopped as e:  # raised between `_main`'s handlers and here: still one line
+            _error(str(e))
+            return e.exit_status
+
+
+def _error(text: str) -> None:
+    """Print `error: text` as one line: control characters (a newline in a path) are escaped."""
+    typer.echo("error: " + one_line(text), err=True)
+
+
+def one_line(text: str) -> str:
+    """`text` with control characters written as escapes, so a message stays on one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         status = app(args=argv, standalone_mode=False, prog_name="hiresnst")
     except UserError as e:
-        typer.echo(f"error: {e}", err=True)
+        _error(str(e))
         return 2
     except UsageError as e:
         if type(e).__name__ == "NoArgsIsHelpError":
             typer.echo(e.format_message(), err=True)
             return 2
         hint = f" (see '{e.ctx.command_path} --help')" if e.ctx else ""
-        typer.echo(f"error: {e.format_message().splitlines()[0]}{hint}", err=True)
+        _error(f"{e.format_message().splitlines()[0]}{hint}")
         return 2
     except ClickException as e:
-        typer.echo(f"error: {e.format_message().splitlines()[0]}", err=True)
+        _error(e.format_message().splitlines()[0])
         return 2
-    except Preempted as e:
-        typer.echo(f"error: {e}; run the same command again to resume", err=True)
-        return 143
+    except Stopped as e:  # Preempted says where the checkpoint is, or that none was saved
+        _error(str(e))
+        return e.exit_status
     except (typer.Abort, KeyboardInterrupt):
-        typer.echo("error: interrupted", err=True)
+        _error("interrupted")
         return 130
     except Exception as e:  # a bug or an exhausted device, not bad input: still one line
         if os.environ.get("HIRESNST_DEBUG"):
             raise
         text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if "Unable to initialize backend" in text:  # a platform asked for but not usable here
+            _error(
+                f"the requested JAX platform cannot start here ({text[:200]}); check --platform "
+                "and JAX_PLATFORMS, or use --platform cpu"
+            )
+            return 2
         if "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower():
-            typer.echo(
-                f"error: out of device memory ({text[:200]}); lower --tile or "
-                "--tile-batch, or use --precision bf16",
-                err=True,
+            _error(
+                f"out of device memory ({text[:200]}); lower --tile or "
+                "--tile-batch, or use --precision bf16"
             )
         else:
-            typer.echo(
-                f"error: internal error: {type(e).__name__}: {text[:300]} "
-                "(HIRESNST_DEBUG=1 shows the traceback; please report it)",
-                err=True,
+            _error(
+                f"internal error: {type(e).__name__}: {text[:300]} "
+                "(HIRESNST_DEBUG=1 shows the traceback; please report it)"
             )
         return 1
     return status if isinstance(status, int) else 0

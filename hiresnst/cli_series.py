@@ -25,12 +25,17 @@ def series_command(
     shard: str | None = typer.Option(
         None,
         "--shard",
-        help="Run only shard I of N (1-based), e.g. 2/4: the jobs whose index % N == I-1.",
+        help="Run only shard I of N (1-based), e.g. 2/4: the jobs whose index % N == I-1; "
+        "auto: I and N from a Slurm job array (SLURM_ARRAY_TASK_ID/_COUNT) or a Kubernetes "
+        "Indexed Job (JOB_COMPLETION_INDEX, and JOB_COMPLETION_COUNT set to its completions).",
     ),
     json_out: bool = typer.Option(
         False, "--json", help="Print JSON: one line a job with --dry-run, else a summary line."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    checkpoint_every: float = typer.Option(
+        300.0, help="Seconds between a job's checkpoints (and at each level's end)."
+    ),
 ) -> None:
     r"""Render every job of SPEC into OUTPUT, skipping jobs already done.
 
@@ -45,29 +50,29 @@ def series_command(
     A failed job is recorded and the others go on; the exit status is then 1.
     """
     from . import series
+    from .job import json_safe
 
     parsed = series.load_spec(spec)
     shard_t = series.parse_shard(shard)
     if dry_run:
-        _print_plan(series.plan(parsed, output, shard_t), len(parsed.jobs), shard, json_out)
+        named = None if shard_t is None else f"{shard_t[0]}/{shard_t[1]}"
+        _print_plan(series.plan(parsed, output, shard_t), len(parsed.jobs), named, json_out)
         return
     with series.SeriesDisplay(enabled=not quiet) as display:
-        result = series.run(parsed, output, shard=shard_t, progress=display)
-    if json_out:
-        typer.echo(
-            json.dumps(
-                {
-                    "output": str(output),
-                    "jobs": len(result.jobs),
-                    "rendered": result.rendered,
-                    "skipped": result.skipped,
-                    "busy": result.busy,
-                    "failed": [{"name": n, "error": e} for n, e in result.failed],
-                    "seconds": round(result.seconds, 3),
-                },
-                sort_keys=True,
-            )
+        result = series.run(
+            parsed, output, shard=shard_t, progress=display, checkpoint_every=checkpoint_every
         )
+    if json_out:
+        summary = {
+            "output": str(output),
+            "jobs": len(result.jobs),
+            "rendered": result.rendered,
+            "skipped": result.skipped,
+            "busy": result.busy,
+            "failed": [{"name": n, "error": e} for n, e in result.failed],
+            "seconds": round(result.seconds, 3),
+        }
+        typer.echo(json.dumps(json_safe(summary), sort_keys=True, allow_nan=False))
     else:
         typer.echo(f"series: {result.summary()}; manifest in {output}", err=True)
         for name, error in result.failed:
@@ -89,22 +94,21 @@ def series_command(
 
 def _print_plan(planned: list, total: int, shard: str | None, json_out: bool) -> None:
     if json_out:
+        from .job import json_safe
+
         for p in planned:
             job = p.job
+            line = {
+                "index": job.index + 1,
+                "name": job.name,
+                "key": job.key,
+                "status": p.status,
+                "output": job.output_name,
+                "settings": job.settings,
+                "note": p.note,
+            }
             typer.echo(
-                json.dumps(
-                    {
-                        "index": job.index + 1,
-                        "name": job.name,
-                        "key": job.key,
-                        "status": p.status,
-                        "output": job.output_name,
-                        "settings": job.settings,
-                        "note": p.note,
-                    },
-                    sort_keys=True,
-                    ensure_ascii=False,
-                )
+                json.dumps(json_safe(line), sort_keys=True, ensure_ascii=False, allow_nan=False)
             )
         return
     rows = [("#", "status", "name", "content", "style", "note")]

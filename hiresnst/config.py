@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .layers import CONTENT_LAYERS, DEFAULT_WIDTHS, LAYERS, STYLE_LAYERS
+from .layers import CONTENT_LAYERS, DEFAULT_WIDTHS, LAYERS, STYLE_LAYERS, deepest, exact_halo
 from .printsize import check_dpi
 from .sizes import output_shape, steps_per_level
 
@@ -27,6 +27,9 @@ MAX_SIZE = 131072
 DEFAULT_MAX_PIXELS: int = 1024 * 1024 * 1024 // 4 // 3
 #: Loss weights above this overflow fp32 sums of squared features (max ≈ 3.4e38).
 MAX_WEIGHT = 1e30
+#: --overlap beyond this many times the exact halo only adds computation (the exact halo
+#: already makes the tiled objective equal the untiled one).
+MAX_OVERLAP_HALOS = 4
 OPTIMIZERS = ("adam", "lbfgs")
 INITS = ("auto", "content", "noise", "fast")
 METHODS = ("optimize", "fast")
@@ -363,11 +366,7 @@ class RenderConfig:
             raise UserError(f"--tile must be ≥ 0 (0 = no tiling), got {self.tile}")
         if self.overlap is not None and self.overlap < 0:
             raise UserError(f"--overlap must be ≥ 0, got {self.overlap}")
-        if self.overlap is not None and self.overlap > 4096:
-            raise UserError(
-                f"--overlap must be from 0 to 4096 px (the exact halo is 80 px at conv5_1; "
-                f"leave it out for that), got {self.overlap}"
-            )
+        self._validate_overlap()
         if (self.width is None) != (self.height is None):
             raise UserError("give both --width and --height (or --print), or neither")
         for flag, v in (("--width", self.width), ("--height", self.height)):
@@ -404,6 +403,11 @@ class RenderConfig:
                 raise UserError(f"unknown layer {name!r}; use conv1_1 … conv5_4")
             if not math.isfinite(w) or w < 0:
                 raise UserError(f"layer weight for {name} must be a finite number ≥ 0, got {w}")
+            if w > MAX_WEIGHT:
+                raise UserError(
+                    f"layer weight for {name} is too large ({w:g}): at most {MAX_WEIGHT:g}, or "
+                    "the loss overflows 32-bit floats"
+                )
         if self.style_blend is not None:
             if len(self.style_blend) != n_styles:
                 raise UserError(
@@ -415,6 +419,22 @@ class RenderConfig:
                 raise UserError("--style-blend weights must be ≥ 0 and not all 0")
         steps_per_level(self.steps, self.scales)
 
+    def _validate_overlap(self) -> None:
+        """An overlap far beyond the exact halo buys nothing and would surface later as an
+        out-of-memory error blaming the tile size."""
+        if self.overlap is None:
+            return
+        names = [n for n, _ in (*self.content_layers, *self.style_layers, *self.mrf_layers)]
+        if not names or any(n not in LAYERS or not n.startswith("conv") for n in names):
+            return  # reported with its own message below
+        halo = exact_halo(deepest(names))
+        if self.overlap > MAX_OVERLAP_HALOS * halo:
+            raise UserError(
+                f"--overlap {self.overlap} is more than {MAX_OVERLAP_HALOS}× the exact halo of "
+                f"these layers ({halo} px, the default), which already makes tiles exact; "
+                "leave --overlap out or lower it"
+            )
+
     def _validate_style_loss(self, n_styles: int) -> None:
         _choice("--style-loss", self.style_loss, STYLE_LOSSES)
         if self.mrf_patches < 1:
@@ -424,8 +444,6 @@ class RenderConfig:
             raise UserError(
                 "--style-mask weights the Gram statistics; use it with --style-loss gram"
             )
-        if self.state == "host" and (self.masked or "mrf" in self.style_loss):
-            raise UserError("--state host takes no masks and no MRF loss; use --state device")
 
     def loss_spec(self, widths: tuple[int, ...], temporal: bool = False) -> Any:
         """The objective's static `objective.LossSpec` for these settings and weights;

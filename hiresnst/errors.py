@@ -1,9 +1,11 @@
 """The exceptions that reach the user as one line: bad input (exit status 2) and a stop asked
-for by SIGTERM (exit status 143)."""
+for by SIGTERM or Ctrl-C (exit status 143 or 130; see `signals`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from .signals import Stopped, last_signal, signal_name
 
 
 class UserError(Exception):
@@ -14,17 +16,18 @@ class UserError(Exception):
     """
 
 
-class Preempted(Exception):
-    """A stop was requested (SIGTERM): the render saved a checkpoint in `path` when it had a
-    checkpoint directory (None otherwise) and stopped at the next step."""
+class Preempted(Stopped):
+    """A stop signal arrived during the render, which stopped at its next step after saving a
+    checkpoint in `path` (None: it had nowhere to save one). A `Stopped` (BaseException), so
+    `except Exception` handlers let it through and a series stops too. `signum` defaults to
+    the signal that arrived last (SIGTERM if none)."""
 
-    def __init__(self, path: Path | None) -> None:
-        if path is None:
-            text = (
-                "stopped by SIGTERM; nothing saved (pass --checkpoint-dir to make renders "
-                "resumable)"
-            )
-        else:
-            text = f"stopped by SIGTERM; checkpoint saved in {path}"
-        super().__init__(text)
+    def __init__(self, path: Path | None, signum: int | None = None) -> None:
+        signum = last_signal() if signum is None else signum
+        saved = (
+            f"checkpoint saved in {path}; run the same command again to resume"
+            if path is not None
+            else "nothing saved; pass --checkpoint-dir to make renders resumable"
+        )
+        super().__init__(signum, f"stopped by {signal_name(signum)}; {saved}")
         self.path = path

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -13,6 +14,14 @@ class Progress:
     """One optimiser step (or, on host-resident levels, part of one: `step_fraction` of step
     `step` + 1 is done), reported to the progress callback. `done` and `total` are the whole
     render's work in megapixel-steps (Σ over levels of steps × pixels), for an ETA of all of it.
+
+    `terms` are the loss's parts (content, style, tv, mrf; empty for L-BFGS), `steps_before`
+    the optimiser steps of the levels before this one. `image(max_side)` returns the current
+    image as uint8 H×W×3 no longer than `max_side` px (see `snapshot.preview`): read by strided
+    subsampling of the render's own state, so it is cheap even at a gigapixel level, and only
+    valid during the callback (the next step overwrites the state). On device levels it is up
+    to one step ahead of `step` (losses are read a step late so the device never waits); on
+    host-resident levels, during a step (`step_fraction` > 0), rows are partly updated.
     """
 
     level: int
@@ -26,6 +35,9 @@ class Progress:
     done: float = 0.0
     total: float = 0.0
     step_fraction: float = 0.0
+    terms: dict[str, float] = field(default_factory=dict)
+    steps_before: int = 0
+    image: Callable[[int], Any] | None = None
 
 
 @dataclass
@@ -43,10 +55,44 @@ class Reporter:
     before: float = 0.0  # megapixel-steps of the levels before this one
     total: float = 0.0  # megapixel-steps of the whole render
     losses: list[float] = field(default_factory=list)
+    steps_before: int = 0  # optimiser steps of the levels before this one
+    terms: dict[str, float] = field(default_factory=dict)
+    state: Any = None  # the level's current image (device or host array), for `image`
 
-    def __call__(self, step: int, loss: float) -> None:
+    @classmethod
+    def for_level(
+        cls, plan: Any, index: int, progress: Callable[[Progress], None] | None, t_start: float
+    ) -> Reporter:
+        """The reporter of level `index` of a `plan.RenderPlan`, with the render's work (in
+        megapixel-steps) and optimiser steps before that level, and its whole work."""
+        lv = plan.levels[index]
+        return cls(
+            lv.index,
+            len(plan.levels),
+            lv.hw,
+            lv.steps,
+            lv.tiles,
+            progress,
+            t_start,
+            before=sum(plan.work[:index]),
+            total=sum(plan.work),
+            steps_before=sum(p.steps for p in plan.levels[:index]),
+        )
+
+    def __call__(self, step: int, loss: float, terms: dict[str, float] | None = None) -> None:
         self.losses.append(loss)
+        self.terms = dict(terms or {})
         self.send(step, 0.0)
+
+    def watch(self, image: Any) -> None:
+        """The array that `Progress.image` reads from now on (a runner calls this whenever its
+        image array changes: a jitted step donates the old one)."""
+        self.state = image
+
+    def image(self, max_side: int) -> Any:
+        from .snapshot import preview  # numpy and Pillow only when an image is asked for
+
+        return preview(self.state, max_side)
 
     def send(self, step: int, fraction: float) -> None:
         """Step `step` + 1 is `fraction` done."""
@@ -65,5 +111,8 @@ class Reporter:
                     self.before + (step + fraction) * mp,
                     self.total,
                     fraction,
+                    dict(self.terms),
+                    self.steps_before,
+                    None if self.state is None else self.image,
                 )
             )

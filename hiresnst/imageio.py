@@ -13,12 +13,11 @@ import functools
 import json
 import math
 import os
-import secrets
 import struct
 import threading
 import warnings
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -26,6 +25,7 @@ import numpy as np
 import tifffile
 from PIL import Image, ImageCms, ImageFile, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from hiresnst import leftovers
 from hiresnst.config import DEFAULT_MAX_PIXELS
 from hiresnst.errors import UserError
 from hiresnst.printsize import MAX_DPI
@@ -143,6 +143,8 @@ def _check_input_file(name: str) -> None:
         raise _user_error(name, "no such file; check the path")
     if os.path.isdir(name):
         raise _user_error(name, "is a directory, not an image; give the path of an image file")
+    if not os.path.isfile(name):  # a FIFO or device would block or never end
+        raise _user_error(name, "not a regular file (a pipe or device?); give an image file")
     if os.path.getsize(name) == 0:
         raise _user_error(name, "empty file (0 bytes); give a PNG, JPEG or TIFF")
 
@@ -337,6 +339,7 @@ def check_output_path(
         raise _user_error(
             name, f"output directory {directory} is not writable; choose another directory"
         )
+    leftovers.clean(directory, leftovers.TEMP_FILE)  # of writers killed before their rename
     try:
         with _create_temp(directory, os.path.basename(name)) as probe:
             pass
@@ -346,6 +349,56 @@ def check_output_path(
             name, f"cannot create files in {directory} ({e.strerror or e}); choose another one"
         ) from e
     return fmt
+
+
+def check_directory(path: str | os.PathLike[str], what: str) -> None:
+    """UserError unless `path` is, or could be made as, a directory this process can write:
+    it, or its nearest existing ancestor, is a writable directory. Nothing is created (a run
+    refused later for another reason leaves no empty directory behind)."""
+    name = os.fspath(path)
+    probe = os.path.abspath(name)
+    while not os.path.lexists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        where = "is a file" if probe == os.path.abspath(name) else f"is inside a file, {probe}"
+        raise UserError(f"{what} {name} {where}, not a directory; give a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {name}: {probe} is not writable; give a writable directory")
+
+
+def _path_keys(path: str | os.PathLike[str]) -> list[object]:
+    """What identifies a file: its resolved path (symlinks, `..`), and its (device, inode) when
+    it exists (hard links, bind mounts)."""
+    keys: list[object] = [os.path.realpath(path)]
+    with contextlib.suppress(OSError, ValueError):
+        st = os.stat(path)
+        keys.append((st.st_dev, st.st_ino))
+    return keys
+
+
+def same_path(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name one file."""
+    return bool(set(_path_keys(a)) & set(_path_keys(b)))
+
+
+def refuse_overwriting_inputs(
+    outputs: Iterable[tuple[str, str | os.PathLike[str] | None]],
+    inputs: Iterable[tuple[str, str | os.PathLike[str]]],
+) -> None:
+    """UserError when an output (`(what, path)`; None = not used) is one of the inputs: writing
+    it would destroy that input (`-o photo.png` with photo.png as the content)."""
+    known: dict[object, tuple[str, str | os.PathLike[str]]] = {}
+    for role, path in inputs:
+        for key in _path_keys(path):
+            known.setdefault(key, (role, path))
+    for what, out in outputs:
+        for key in [] if out is None else _path_keys(out):
+            if key in known:
+                role, path = known[key]
+                raise UserError(
+                    f"{what} {os.fspath(out)} is the {role} {os.fspath(path)}; writing it would "
+                    "destroy that input: choose another path"
+                )
 
 
 def _output_format(name: str) -> str:
@@ -431,7 +484,7 @@ def write_image(
             encoder(fh, data, text, dpi, quality)
 
     try:
-        _atomic_write(name, write)
+        atomic_write(name, write)
     except OSError as e:
         raise _user_error(
             name, f"cannot write ({e.strerror or e}); check free space and permissions"
@@ -453,9 +506,11 @@ def quantize(arr: np.ndarray, bit_depth: int) -> np.ndarray:
 
 
 def _create_temp(directory: str, base: str) -> BinaryIO:
-    """Create and open `.<base>.<random>.tmp` exclusively (mode "xb" honours the umask)."""
+    """Create and open `leftovers.temp_file_name(base)` exclusively (mode "xb" honours the
+    umask): hidden, never longer than a file name may be, and removable by a later run if this
+    process is killed before the rename."""
     for _ in range(100):
-        tmp = os.path.join(directory, f".{base[:200]}.{secrets.token_hex(6)}.tmp")
+        tmp = os.path.join(directory, leftovers.temp_file_name(base))
         try:
             return open(tmp, "xb")  # the caller closes it
         except FileExistsError:
@@ -463,7 +518,9 @@ def _create_temp(directory: str, base: str) -> BinaryIO:
     raise FileExistsError(f"could not create a unique temporary file in {directory}")
 
 
-def _atomic_write(name: str, write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(name: str, write: Callable[[BinaryIO], None]) -> None:
+    """Write through `write` into a hidden temporary file beside `name`, fsync it and rename it
+    over `name`: `name` is either complete or untouched."""
     directory = os.path.dirname(os.path.abspath(name))
     fh = _create_temp(directory, os.path.basename(name))
     try:
@@ -637,9 +694,11 @@ PREVIEW_SIDE = 2048
 
 
 def preview_path(path: str | os.PathLike[str]) -> Path:
-    """`print.tif` → `print.preview.jpg`, beside it."""
+    """`print.tif` → `print.preview.jpg`, beside it (the stem shortened if the name would be
+    too long: a valid output name must not fail after the render for its preview's sake)."""
     p = Path(path)
-    return p.with_name(p.stem + ".preview.jpg")
+    suffix = ".preview.jpg"
+    return p.with_name(leftovers.fit_name(p.stem, leftovers.NAME_MAX - len(suffix)) + suffix)
 
 
 def write_preview(

@@ -4,8 +4,8 @@ its settings in the metadata, a preview beside large outputs, and notes for the 
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,6 @@ from typing import Any
 from . import imageio
 from .checkpoint import CheckpointOptions
 from .config import PREVIEW_ABOVE, OutputOptions, RenderConfig
-from .errors import UserError
 from .events import Progress
 
 
@@ -31,12 +30,17 @@ class RenderJob:
 
     def inputs(self) -> list[Path]:
         """Every file the render reads (content, styles, masks, an init image)."""
-        files = [self.content, *self.styles]
-        files += [Path(p) for _, p in self.config.style_masks]
+        return [p for _, p in self.labelled_inputs()]
+
+    def labelled_inputs(self) -> list[tuple[str, Path]]:
+        """(what it is, path) of every file the render reads, for messages."""
+        files = [("content", self.content)]
+        files += [(f"style {i}", s) for i, s in enumerate(self.styles)]
+        files += [(f"--style-mask {i}", Path(p)) for i, p in self.config.style_masks]
         if self.config.content_mask:
-            files.append(Path(self.config.content_mask))
+            files.append(("--content-mask", Path(self.config.content_mask)))
         if Path(self.config.init).suffix:
-            files.append(Path(self.config.init))
+            files.append(("--init", Path(self.config.init)))
         return files
 
 
@@ -56,32 +60,13 @@ def check_job(job: RenderJob) -> None:
     imageio.check_output_path(
         job.output, size=size, bit_depth=options.bit_depth, dpi=config.dpi, quality=options.quality
     )
-    written = {"the output": job.output}
-    if config.state_dir:
-        written["--state-dir"] = Path(config.state_dir)
-    if job.checkpoint:
-        written["--checkpoint-dir"] = Path(job.checkpoint.directory)
-    refuse_overwriting_inputs(written, job.inputs())
-
-
-def refuse_overwriting_inputs(written: Mapping[str, Path], inputs: Sequence[Path]) -> None:
-    """A file or folder the render writes must not be one of its inputs (by resolved path)."""
-    for what, target in written.items():
-        for source in inputs:
-            if _same(target, source):
-                raise UserError(
-                    f"{what} {os.fspath(target)!r} is one of the inputs; write somewhere else "
-                    "(the input would be overwritten)"
-                )
-
-
-def _same(a: Path, b: Path) -> bool:
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-    except OSError:
-        return False
-    return a.resolve() == b.resolve()
+    written: list[tuple[str, Path | None]] = [("the output", job.output)]
+    written.append(("--state-dir", Path(config.state_dir) if config.state_dir else None))
+    written.append(("--checkpoint-dir", job.checkpoint.directory if job.checkpoint else None))
+    imageio.refuse_overwriting_inputs(written, job.labelled_inputs())
+    for flag, directory in written[1:]:
+        if directory is not None:
+            imageio.check_directory(directory, flag)
 
 
 def run_job(job: RenderJob, progress: Callable[[Progress], None] | None = None) -> JobResult:
@@ -111,12 +96,27 @@ def run_job(job: RenderJob, progress: Callable[[Progress], None] | None = None) 
     imageio.write_image(
         job.output,
         result.image,
-        metadata=info,
+        metadata=json_safe(info),  # strict JSON in the file too: a NaN loss is null
         dpi=job.config.dpi,
         bit_depth=options.bit_depth,
         quality=options.quality,
     )
     if options.preview and max(result.image.shape[:2]) > PREVIEW_ABOVE:
-        imageio.write_preview(job.output, result.image)
+        preview = imageio.preview_path(job.output)
+        if any(imageio.same_path(preview, p) for p in job.inputs()):
+            notes.append(f"no preview written: {preview} is one of the inputs")
+        else:
+            imageio.write_preview(job.output, result.image)
     info["output"] = str(job.output)
     return JobResult(result.image, info, notes)
+
+
+def json_safe(value: Any) -> Any:
+    """A copy that strict JSON can hold: non-finite floats (a diverged loss) become None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

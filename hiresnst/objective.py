@@ -206,14 +206,45 @@ def _padded_temporal(grid: TileGrid, temporal_t) -> tuple[jax.Array, jax.Array] 
     return grid.pad(warped.astype(jnp.float32)), grid.pad(weights.astype(jnp.float32)[..., None])
 
 
+def _temporal_core(
+    spec: LossSpec,
+    grid: TileGrid,
+    wins: jax.Array,
+    valid: jax.Array,
+    temporal_pad: tuple[jax.Array, jax.Array] | None,
+    origins: jax.Array,
+) -> jax.Array:
+    """The temporal term over a batch's tile cores; `temporal_pad` from `_padded_temporal`,
+    `valid` the windows' level-0 masks (zero on dead tiles, which repeat a live origin)."""
+    if temporal_pad is None:
+        return jnp.float32(0.0)
+    h, t = grid.halo, grid.tile
+    warped, weights = (jax.vmap(lambda o, a=a: extract(a, o + h, t))(origins) for a in temporal_pad)
+    core = (slice(None), slice(h, h + t), slice(h, h + t))
+    c = (weights * valid[core])[..., 0]
+    return _temporal_term(spec, wins[core], (warped, c), grid.height, grid.width)
+
+
+def _with_temporal(spec, grid, surrogate, temporal_pad):
+    """`tile_surrogate` with the temporal term over the batch's cores added to its value and
+    to its local terms (the host path has no temporal term and uses `tile_surrogate` as is)."""
+
+    def fn(wins, masks, content, origins):
+        value, local = surrogate(wins, masks, content, origins)
+        temporal = _temporal_core(spec, grid, wins, masks[0], temporal_pad, origins)
+        return value + temporal, (*local, temporal)
+
+    return fn
+
+
 # ---------------------------------------------------------------- masks
 
 
-def _style_names(spec: LossSpec) -> tuple[str, ...]:
+def style_names(spec: LossSpec) -> tuple[str, ...]:
     return tuple(n for n, _ in spec.style_layers)
 
 
-def _style_args(spec: LossSpec, targets: Targets, height: int, width: int):
+def style_args(spec: LossSpec, targets: Targets, height: int, width: int):
     """What the style term needs: {layer: A} unmasked; the masked targets' arrays otherwise.
 
     The masks' shapes are checked here (a wrong-sized mask would otherwise be clamped by
@@ -254,11 +285,11 @@ def _mask_counts(spec: LossSpec, style_masks: tuple[jax.Array, ...]) -> dict[str
     """N_sl = Σ_p m_s,k(p) over the whole image, (S,) per style layer."""
     return {
         n: jnp.sum(style_masks[layer_level(n)].astype(jnp.float32), axis=(-2, -1))
-        for n in _style_names(spec)
+        for n in style_names(spec)
     }
 
 
-def _style_value(spec, grams, style_t, counts) -> jax.Array:
+def style_value(spec, grams, style_t, counts) -> jax.Array:
     if not spec.masked:
         return losses.style_loss_from_grams(grams, style_t, counts, spec.style_weights())
     n = _mask_counts(spec, style_t["masks"])
@@ -267,7 +298,7 @@ def _style_value(spec, grams, style_t, counts) -> jax.Array:
     )
 
 
-def _style_cotangents(spec, grams, style_t, counts) -> dict[str, jax.Array]:
+def style_cotangents(spec, grams, style_t, counts) -> dict[str, jax.Array]:
     if not spec.masked:
         return losses.style_gram_cotangents(grams, style_t, counts, spec.style_weights())
     n = _mask_counts(spec, style_t["masks"])
@@ -288,7 +319,7 @@ def _pad_level(grid: TileGrid, m: jax.Array, k: int) -> jax.Array:
     return jnp.pad(m.astype(jnp.float32), pad)
 
 
-def _padded_masks(spec: LossSpec, grid: TileGrid, style_t):
+def padded_masks(spec: LossSpec, grid: TileGrid, style_t):
     """Each level's style (and content) masks, padded for `_mask_cores`; None unmasked."""
     if not spec.masked:
         return None
@@ -297,7 +328,7 @@ def _padded_masks(spec: LossSpec, grid: TileGrid, style_t):
         "n_styles": style_t["blend"].shape[0],
         "style": {
             k: _pad_level(grid, style_t["masks"][k], k)
-            for k in {layer_level(n) for n in _style_names(spec)}
+            for k in {layer_level(n) for n in style_names(spec)}
         },
         "content": None
         if cm is None
@@ -319,7 +350,7 @@ def _mask_cores(grid: TileGrid, m_pad: jax.Array, origins: jax.Array, k: int) ->
     return jnp.stack([one(origins[i]) for i in range(origins.shape[0])], axis=len(lead))
 
 
-def _core_grams(spec, grid, feats, names, padded, origins) -> dict[str, jax.Array]:
+def core_grams(spec, grid, feats, names, padded, origins) -> dict[str, jax.Array]:
     """Σ over a batch's cores of f fᵀ, (C, C); masked: Σ m_s f fᵀ per style, (S, C, C)."""
     out = {}
     for n in names:
@@ -332,13 +363,36 @@ def _core_grams(spec, grid, feats, names, padded, origins) -> dict[str, jax.Arra
     return out
 
 
-def _content_core_masks(spec, grid, padded, origins) -> dict[str, jax.Array] | None:
+def content_core_masks(spec, grid, padded, origins) -> dict[str, jax.Array] | None:
     if padded is None or padded["content"] is None:
         return None
     return {
         n: _mask_cores(grid, padded["content"][layer_level(n)], origins, layer_level(n))
         for n, _ in spec.content_layers
     }
+
+
+def batch_grams(params, spec, grid, wins, masks, padded, origins) -> dict[str, jax.Array]:
+    """Σ over one batch of tile windows (with their validity `masks`) of each style layer's
+    core Gram (masked: per style): the first pass of the exact tiled step, on the device path
+    (inside its scan) and on the host path (one streamed batch) alike."""
+    names = style_names(spec)
+    feats = features(params, spec, wins, names, masks)
+    return core_grams(spec, grid, feats, names, padded, origins)
+
+
+def tile_surrogate(params, spec, grid, counts, cot, padded, mrf_t, wins, masks, content, origins):
+    """(value, local terms) of a batch of tiles' surrogate, whose gradient in `wins` is the
+    batch's share of the whole image's gradient: the style term through the whole image's
+    ∂L/∂G (`cot`) held constant, content, TV and MRF through their core-restricted sums. The
+    device and host paths both differentiate this."""
+    names = style_names(spec)
+    feats = features(params, spec, wins, spec.outputs, masks)
+    tile_grams = core_grams(spec, grid, feats, names, padded, origins)
+    s = sum(jnp.sum(cot[n] * tile_grams[n]) for n in names)
+    c_masks = content_core_masks(spec, grid, padded, origins)
+    local = local_terms(spec, grid, wins, masks, feats, content, counts, c_masks, mrf_t)
+    return s + sum(local), local
 
 
 # ---------------------------------------------------------------- untiled
@@ -350,22 +404,22 @@ def untiled_loss(
     """Total loss and its weighted terms for an (H, W, 3) image in [0, 1]."""
     h, w = x.shape[:2]
     counts = layer_counts(spec, h, w)
-    style_t = _style_args(spec, targets, h, w)
+    style_t = style_args(spec, targets, h, w)
     feats = features(params, spec, x[None], spec.outputs)
     if spec.masked:
         sm = style_t["masks"]
         grams = {
             n: losses.masked_gram_sum(feats[n], sm[layer_level(n)][:, None])
-            for n in _style_names(spec)
+            for n in style_names(spec)
         }
         cm = style_t["content_mask"]
         c_masks = (
             None if cm is None else {n: cm[layer_level(n)][None] for n, _ in spec.content_layers}
         )
     else:
-        grams = {n: losses.gram_sum(feats[n]) for n in _style_names(spec)}
+        grams = {n: losses.gram_sum(feats[n]) for n in style_names(spec)}
         c_masks = None
-    style = _style_value(spec, grams, style_t, counts)
+    style = style_value(spec, grams, style_t, counts)
     content = _content_term(spec, feats, targets["content"], counts, c_masks)
     tv = spec.tv_weight * losses.tv_sum(x) / (h * w * 3)
     if spec.mrf_layers:
@@ -384,13 +438,17 @@ def untiled_loss(
 # ---------------------------------------------------------------- tiled
 
 
+def window_masks(grid: TileGrid, origins: jax.Array, live: jax.Array) -> tuple[jax.Array, ...]:
+    """Each level's validity masks of a batch of windows (zero for padding tiles)."""
+    masks = jax.vmap(lambda o: valid_masks(grid, o))(origins)
+    return tuple(m * live[:, None, None, None] for m in masks)
+
+
 def _windows(
     grid: TileGrid, x_pad: jax.Array, origins: jax.Array, live: jax.Array
 ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     wins = jax.vmap(lambda o: extract(x_pad, o, grid.window))(origins)
-    masks = jax.vmap(lambda o: valid_masks(grid, o))(origins)
-    masks = tuple(m * live[:, None, None, None] for m in masks)
-    return wins, masks
+    return wins, window_masks(grid, origins, live)
 
 
 def tile_core(grid: TileGrid, f: jax.Array, level: int) -> jax.Array:
@@ -438,25 +496,6 @@ def local_terms(
             inside[n] = tile_core(grid, losses.interior(masks[k]), k)[..., 0]
         mrf = _mrf_term(spec, patches, inside, mrf_t, _mrf_counts(spec, grid.height, grid.width))
     return c, tv, mrf
-
-
-def _temporal_core(
-    spec: LossSpec,
-    grid: TileGrid,
-    wins: jax.Array,
-    valid: jax.Array,
-    temporal_pad: tuple[jax.Array, jax.Array] | None,
-    origins: jax.Array,
-) -> jax.Array:
-    """The temporal term over a batch's tile cores; `temporal_pad` from `_padded_temporal`,
-    `valid` the windows' level-0 masks (zero on dead tiles, which repeat a live origin)."""
-    if temporal_pad is None:
-        return jnp.float32(0.0)
-    h, t = grid.halo, grid.tile
-    warped, weights = (jax.vmap(lambda o, a=a: extract(a, o + h, t))(origins) for a in temporal_pad)
-    core = (slice(None), slice(h, h + t), slice(h, h + t))
-    c = (weights * valid[core])[..., 0]
-    return _temporal_term(spec, wins[core], (warped, c), grid.height, grid.width)
 
 
 AXIS = "tiles"
@@ -525,7 +564,7 @@ def zeros_grams(
 def _gram_pass(params, spec, grid, x_pad, origins, live, names, padded=None):
     """Σ over this device's tile cores of f fᵀ for each layer in `names`.
 
-    With `padded` masks (`_padded_masks`), Σ m_s f fᵀ for each style, (S, C, C).
+    With `padded` masks (`padded_masks`), Σ m_s f fᵀ for each style, (S, C, C).
     """
     if not names:  # MRF alone: no whole-image pass
         return {}
@@ -534,8 +573,11 @@ def _gram_pass(params, spec, grid, x_pad, origins, live, names, padded=None):
     def body(acc, xs):
         o, lv = xs
         wins, masks = _windows(grid, x_pad, o, lv)
-        feats = features(params, spec, wins, names, masks)
-        grams = _core_grams(spec, grid, feats, names, padded, o)
+        if names == style_names(spec):
+            grams = batch_grams(params, spec, grid, wins, masks, padded, o)
+        else:  # other layers' Grams (e.g. `tiled_grams` for any layers)
+            feats = features(params, spec, wins, names, masks)
+            grams = core_grams(spec, grid, feats, names, padded, o)
         return {n: acc[n] + grams[n] for n in names}, None
 
     return jax.lax.scan(body, zeros_grams(spec, names, styles), (origins, live))[0]
@@ -608,27 +650,19 @@ def tiled_value_and_grad(
     """((loss, terms), gradient) of the whole-image objective, computed tile by tile."""
     grid = plan.grid
     counts = layer_counts(spec, grid.height, grid.width)
-    style_names = _style_names(spec)
+    snames = style_names(spec)
 
     def fn(params, x, style_t, mrf_t, temporal_t, origins, live, content, axis):
         x_pad = grid.pad(x)
-        padded = _padded_masks(spec, grid, style_t)
+        padded = padded_masks(spec, grid, style_t)
         temporal_pad = _padded_temporal(grid, temporal_t)
-        grams = _gram_pass(params, spec, grid, x_pad, origins, live, style_names, padded)
+        grams = _gram_pass(params, spec, grid, x_pad, origins, live, snames, padded)
         grams = _psum(grams, axis)
-        style = _style_value(spec, grams, style_t, counts)
-        cot = _style_cotangents(spec, grams, style_t, counts)
+        style = style_value(spec, grams, style_t, counts)
+        cot = style_cotangents(spec, grams, style_t, counts)
 
-        def surrogate(wins, masks, content, o):
-            feats = features(params, spec, wins, spec.outputs, masks)
-            tile_grams = _core_grams(spec, grid, feats, style_names, padded, o)
-            s = sum(jnp.sum(cot[n] * tile_grams[n]) for n in style_names)
-            c_masks = _content_core_masks(spec, grid, padded, o)
-            local = (
-                *local_terms(spec, grid, wins, masks, feats, content, counts, c_masks, mrf_t),
-                _temporal_core(spec, grid, wins, masks[0], temporal_pad, o),
-            )
-            return s + sum(local), local
+        surrogate = partial(tile_surrogate, params, spec, grid, counts, cot, padded, mrf_t)
+        surrogate = _with_temporal(spec, grid, surrogate, temporal_pad)
 
         def body(carry, xs):
             acc, local_sum = carry
@@ -646,7 +680,7 @@ def tiled_value_and_grad(
 
     origins, live = plan.batches()
     run = _distributed(fn, plan, 5, 3, P())
-    style_t = _style_args(spec, targets, grid.height, grid.width)
+    style_t = style_args(spec, targets, grid.height, grid.width)
     temporal_t = _temporal_args(spec, targets, grid.height, grid.width)
     return run(
         params, x, style_t, targets.get("mrf"), temporal_t, origins, live, targets["content"]
@@ -659,11 +693,11 @@ def tiled_loss(
     """The value alone (one forward pass over the tiles), e.g. for L-BFGS line searches."""
     grid = plan.grid
     counts = layer_counts(spec, grid.height, grid.width)
-    style_names = _style_names(spec)
+    snames = style_names(spec)
 
     def fn(params, x, style_t, mrf_t, temporal_t, origins, live, content, axis):
         x_pad = grid.pad(x)
-        padded = _padded_masks(spec, grid, style_t)
+        padded = padded_masks(spec, grid, style_t)
         temporal_pad = _padded_temporal(grid, temporal_t)
         styles = None if padded is None else padded["n_styles"]
 
@@ -672,23 +706,23 @@ def tiled_loss(
             o, lv, content = xs
             wins, masks = _windows(grid, x_pad, o, lv)
             feats = features(params, spec, wins, spec.outputs, masks)
-            tile_grams = _core_grams(spec, grid, feats, style_names, padded, o)
-            grams = {n: grams[n] + tile_grams[n] for n in style_names}
-            c_masks = _content_core_masks(spec, grid, padded, o)
+            tile_grams = core_grams(spec, grid, feats, snames, padded, o)
+            grams = {n: grams[n] + tile_grams[n] for n in snames}
+            c_masks = content_core_masks(spec, grid, padded, o)
             local = (
                 *local_terms(spec, grid, wins, masks, feats, content, counts, c_masks, mrf_t),
                 _temporal_core(spec, grid, wins, masks[0], temporal_pad, o),
             )
             return (grams, _add(local_sum, local)), None
 
-        init = (zeros_grams(spec, style_names, styles), _zero_local())
+        init = (zeros_grams(spec, snames, styles), _zero_local())
         (grams, local), _ = jax.lax.scan(body, init, (origins, live, content))
         grams, local = _psum((grams, local), axis)
-        return _whole_terms(spec, _style_value(spec, grams, style_t, counts), local)
+        return _whole_terms(spec, style_value(spec, grams, style_t, counts), local)
 
     origins, live = plan.batches()
     run = _distributed(fn, plan, 5, 3, P())
-    style_t = _style_args(spec, targets, grid.height, grid.width)
+    style_t = style_args(spec, targets, grid.height, grid.width)
     temporal_t = _temporal_args(spec, targets, grid.height, grid.width)
     return run(
         params, x, style_t, targets.get("mrf"), temporal_t, origins, live, targets["content"]

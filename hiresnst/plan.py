@@ -193,11 +193,6 @@ def make_render_plan(
         host = config.state == "host" or (
             config.state == "auto" and hw[0] * hw[1] * DEVICE_STATE_BYTES > 0.25 * device_memory
         )
-        if host and (spec.masked or spec.mrf_layers):
-            raise UserError(
-                f"a {hw[1]}×{hw[0]} px level needs host-resident state, which has no masks or "
-                "MRF loss; render smaller, or drop --style-mask/--content-mask/--style-loss mrf"
-            )
         tile = _choose_tile(hw, config, spec, bpp, devices, device_memory, host)
         halo = spec.halo if config.overlap is None else _round_up(config.overlap, align)
         if tile:
@@ -221,6 +216,8 @@ def make_render_plan(
         if not host and not tile:  # an untiled level takes its style targets in one pass
             device_bytes = max(device_bytes, max(a * b for a, b in shws) * bpp / 2)
         host_bytes = BASE_BYTES + weights_bytes + level_host + styles_bytes
+        if spec.masked:  # each style's mask pyramid and the content's, fp32 (4/3 of level 0)
+            device_bytes += px * 16 / 3 * (len(shws) + 1)
         if platform == "cpu":  # the CPU backend's device memory is this process's RAM
             host_bytes += device_bytes
         last = deepest(spec.outputs)

@@ -85,8 +85,8 @@ def render_with_info(
 
     With `checkpoint`, the render state is saved every `checkpoint.every` seconds and at the end
     of each level, a later call with the same image settings resumes from the newest
-    checkpoint; SIGTERM stops at the next step with `Preempted` (after saving a checkpoint when
-    there is somewhere to save one).
+    checkpoint; SIGTERM or Ctrl-C stops at the next step with `Preempted` (after saving a
+    checkpoint when there is somewhere to save one).
 
     Video frames (`hiresnst.video_render`): `init_image` (H×W×3, any size) replaces
     `config.init`, and the first level warms Adam up as later levels do (the start is already
@@ -125,10 +125,7 @@ def render_with_info(
             if saved and lv.index < saved.level:
                 continue
             t_level = time.perf_counter()
-            report = Reporter(
-                lv.index, len(plan.levels), lv.hw, lv.steps, lv.tiles, progress, t_start,
-                before=sum(plan.work[: lv.index]), total=sum(plan.work),
-            )
+            report = Reporter.for_level(plan, lv.index, progress, t_start)
             if init_image is not None and lv.index == 0:
                 lv = dataclasses.replace(lv, warmup=config.warmup)
             level = Level(lv, params, spec, config, inputs, mesh, report, ckpt, stop, records)
@@ -144,9 +141,9 @@ def render_with_info(
                     else _initial_image(init, config, inputs, lv.hw, sub)
                 )
             state = runner.run(runner.start(image, key, resume))
-            records.append(_level_record(lv, state, resume, time.perf_counter() - t_level))
             if ckpt:  # the level's own state, marked finished: a resume moves straight on
                 level.save(state, runner.arrays(state))
+            records.append(_level_record(lv, state, resume, time.perf_counter() - t_level))
             image = runner.image(state)
             runner.close()
             saved = None if resume else saved

@@ -218,18 +218,20 @@ class DeviceRunner:
         level, report = self.level, self.level.report
         report.losses[:] = state.losses
         x, opt, pending = state.image, state.opt, None
+        report.watch(x)
         for i in range(state.step, level.plan.steps):
-            x, opt, loss, _ = self.step(level.params, self.targets, x, opt)
+            x, opt, loss, terms = self.step(level.params, self.targets, x, opt)
+            report.watch(x)  # the previous x was donated to the step
             if pending is not None:
-                report(i, host_scalar(pending))
-            pending = loss
+                report(i, *_scalars(*pending))
+            pending = loss, terms
             if level.stop.is_set() or (level.ckpt and level.ckpt.due()):
-                report(i + 1, host_scalar(pending))
+                report(i + 1, *_scalars(*pending))
                 pending = None
                 now = replace(state, image=x, opt=opt, step=i + 1, losses=tuple(report.losses))
                 level.check_in(now, lambda now=now: self.arrays(now))
         if pending is not None:
-            report(level.plan.steps, host_scalar(pending))
+            report(level.plan.steps, *_scalars(*pending))
         return replace(
             state, image=x, opt=opt, step=level.plan.steps, losses=tuple(report.losses)
         )
@@ -254,13 +256,26 @@ class HostRunner:
         lv, spec, params, config = level.plan, level.spec, level.params, level.config
         self.tplan = _tiled(level, lv.hw, None, config.overlap)
         assert self.tplan is not None, "host-resident levels are tiled"
-        targets = []
-        for s, shw in zip(level.inputs.styles, lv.style_hw, strict=True):
+        inputs, blend = level.inputs, _blend(level)
+        per_style, style_levels = [], []
+        for s, shw in zip(inputs.styles, lv.style_hw, strict=True):
+            style_l = host_resize(s, shw)
+            style_levels.append(style_l)
             grid = make_plan(*shw, spec, lv.tile, None, self.tplan.batch).grid
-            grams = host_grams(params, spec, grid, self.tplan.batch, host_resize(s, shw))
+            grams = host_grams(params, spec, grid, self.tplan.batch, style_l)
             counts = layer_counts(spec, *shw)
-            targets.append({n: grams[n] / counts[n] for n in grams})
-        self.style = blend_style_targets(targets, _blend(level))
+            per_style.append({n: grams[n] / counts[n] for n in grams})
+        if spec.masked:  # the mask pyramids live on the device, at the level's size
+            self.targets = masks.stack_masked_targets(
+                spec, per_style, inputs.style_masks, inputs.content_mask, lv.hw, blend, {}
+            )
+        else:
+            self.targets = {"style": blend_style_targets(per_style, blend)}
+        if spec.mrf_layers:
+            self.targets["mrf"] = mrf_target(
+                params, spec, style_levels, blend, config.mrf_patches, lv.tile
+            )
+        del style_levels
         state_dir = config.state_dir
         self.dir = None if state_dir is None else Path(state_dir) / f"level-{lv.index}"
         self.hstate: HostState | None = None
@@ -282,19 +297,20 @@ class HostRunner:
         level, report = self.level, self.level.report
         report.losses[:] = state.losses
         lv, hs = level.plan, state.opt
+        report.watch(hs.x)
         for i in range(state.step, lv.steps):
-            loss, _ = host_adam_step(
+            loss, terms = host_adam_step(
                 level.params,
                 level.spec,
                 self.tplan.grid,
                 self.tplan.batch,
-                self.style,
+                self.targets,
                 hs,
                 level.config.learning_rate,
                 lv.warmup,
                 lambda phase, done, n, i=i: report.send(i, _tile_fraction(phase, done, n)),
             )
-            report(i + 1, loss)
+            report(i + 1, *_scalars(loss, terms))
             now = replace(state, step=i + 1, losses=tuple(report.losses))
             level.check_in(now, lambda now=now: self.arrays(now))
         return replace(state, step=lv.steps, losses=tuple(report.losses))
@@ -309,6 +325,11 @@ class HostRunner:
         """Remove the level's files once only its image is needed (it stays mapped)."""
         if self.hstate is not None:
             self.hstate.unlink_files()
+
+
+def _scalars(loss: Any, terms: dict[str, Any]) -> tuple[float, dict[str, float]]:
+    """A step's loss and its terms as host floats, for the progress report."""
+    return host_scalar(loss), {k: host_scalar(v) for k, v in terms.items()}
 
 
 def _tile_fraction(phase: str, done: int, n: int) -> float:

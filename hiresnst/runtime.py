@@ -10,17 +10,33 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import warnings
 from pathlib import Path
 
 import jax
 
 from .cache import home_dir
+from .errors import UserError
+from .imageio import check_directory
 
 
 def enable_compilation_cache(path: Path | None = None) -> Path:
-    """Point JAX's persistent compilation cache at `path` (default: <home>/jax-cache)."""
-    path = path or home_dir() / "jax-cache"
-    path.mkdir(parents=True, exist_ok=True)
+    """Point JAX's persistent compilation cache at `path` (default: <home>/jax-cache).
+
+    A cache entry that cannot be written (a full disk) costs only a recompile next time, so
+    JAX's warning about it is not shown: a full disk is reported where it matters, by the
+    output or checkpoint that cannot be written."""
+    if path is None:
+        check_directory(home_dir(), "the cache directory (HIRESNST_HOME)")
+        path = home_dir() / "jax-cache"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(
+            f"cannot create the compilation cache {path} ({e.strerror or e}); point "
+            "HIRESNST_HOME at a writable directory"
+        ) from None
+    warnings.filterwarnings("ignore", "Error writing persistent compilation cache entry")
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

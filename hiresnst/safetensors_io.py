@@ -37,6 +37,7 @@ DTYPES: dict[str, str] = {
 _WRITE_DTYPES = {np.dtype(v): k for k, v in DTYPES.items() if k not in ("BF16",)}
 
 MAX_HEADER = 100 * 1024 * 1024
+MAX_DIMS = 32  # numpy's limit is 64; no weight tensor has more than a handful
 
 
 def looks_like_safetensors(head: bytes) -> bool:
@@ -68,6 +69,8 @@ def read_header(path: str | Path) -> tuple[dict, int]:
             header = json.loads(f.read(n).decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise _bad(path, f"header is not valid JSON: {e}") from None
+        except RecursionError:  # `[[[[…` a hundred thousand deep
+            raise _bad(path, "header JSON is nested too deeply") from None
     if not isinstance(header, dict):
         raise _bad(path, "header is not a JSON object")
     header.pop("__metadata__", None)
@@ -78,10 +81,15 @@ def read_header(path: str | Path) -> tuple[dict, int]:
         dtype, shape, offs = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
         if dtype not in DTYPES:
             raise _bad(path, f"tensor {name!r} has unsupported dtype {dtype!r}")
-        if not isinstance(shape, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-        ):
-            raise _bad(path, f"tensor {name!r} has a bad shape {shape!r}")
+        if (
+            not isinstance(shape, list)
+            or len(shape) > MAX_DIMS
+            or not all(
+                isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= buffer_size
+                for d in shape
+            )
+        ):  # a dimension longer than the data (with another one 0) cannot be a real tensor
+            raise _bad(path, f"tensor {name!r} has a bad shape {str(shape)[:80]}")
         if (
             not isinstance(offs, list)
             or len(offs) != 2
@@ -96,7 +104,21 @@ def read_header(path: str | Path) -> tuple[dict, int]:
             )
         if offs[1] - offs[0] != math.prod(shape) * np.dtype(DTYPES[dtype]).itemsize:
             raise _bad(path, f"tensor {name!r}: data size does not match dtype and shape")
+    _check_disjoint(path, header)
     return header, 8 + n
+
+
+def _check_disjoint(path: Path, header: dict) -> None:
+    """Tensors may not share bytes: the format forbids it, and a file whose tensors all point
+    at one range would be read (and cached) as a network of copies."""
+    spans = sorted((e["data_offsets"][0], e["data_offsets"][1], k) for k, e in header.items())
+    end, last = 0, None
+    for begin, stop, name in spans:
+        if begin == stop:
+            continue
+        if begin < end:
+            raise _bad(path, f"tensors {last!r} and {name!r} overlap in the data buffer")
+        end, last = stop, name
 
 
 def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:

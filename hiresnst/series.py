@@ -47,32 +47,30 @@ import math
 import operator
 import os
 import re
-import secrets
 import shutil
 import socket
 import time
+import tomllib
 import traceback
 import types
 import typing
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image
 
-from . import contact_sheet, imageio
+from . import contact_sheet, imageio, leftovers
 from .cache import sha256_file
-from .config import INITS, RenderConfig
-from .errors import UserError
-from .render import Progress, RenderResult, render_with_info
-
-try:
-    import tomllib
-except ImportError:  # pragma: no cover - Python 3.10
-    tomllib = None  # type: ignore[assignment]
+from .checkpoint import CheckpointOptions
+from .config import INITS, OutputOptions, RenderConfig, setting_types
+from .errors import Preempted, UserError
+from .events import Progress
+from .job import RenderJob, json_safe, run_job
+from .signals import Stopped, signal_name
 
 try:
     import fcntl
@@ -151,10 +149,7 @@ class Job:
         return Path(out_dir) / self.output_name
 
     def checkpoint_dir(self, out_dir: str | os.PathLike[str]) -> Path:
-        """Where a resumable render of this job keeps its checkpoints (`DIR/.checkpoints/<name>`).
-
-        Hook for the checkpoint feature: nothing writes here yet (see `_render_job`).
-        """
+        """Where this job's render keeps its checkpoints (`DIR/.checkpoints/<name>`)."""
         return Path(out_dir) / CHECKPOINTS_DIR / self.name
 
 
@@ -273,6 +268,8 @@ class _SpecParser:
 def load_spec(path: str | os.PathLike[str]) -> Spec:
     """Read and expand a spec file; paths in it are relative to its directory."""
     p = Path(path)
+    if p.exists() and not p.is_dir() and not p.is_file():  # a FIFO would block for ever
+        raise UserError(f"{p}: not a regular file (a pipe or device?); give the spec's .toml file")
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -288,8 +285,6 @@ def load_spec(path: str | os.PathLike[str]) -> Spec:
 
 def parse_spec(text: str, base_dir: str | os.PathLike[str] = ".", source: str = "<spec>") -> Spec:
     """Parse TOML text into a `Spec`; errors are `UserError`s naming the line."""
-    if tomllib is None:  # pragma: no cover - Python 3.10
-        raise UserError("series specs need Python 3.11 or later (tomllib)")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -482,7 +477,7 @@ def _check_key(p: _SpecParser, section: str, key: str, group: int = 0) -> None:
         )
 
 
-_HINTS = typing.get_type_hints(RenderConfig)
+_HINTS = setting_types()
 
 
 def _convert_value(
@@ -720,12 +715,64 @@ def as_spec(spec: Spec | str | os.PathLike[str] | Mapping[str, Any]) -> Spec:
     return load_spec(spec)
 
 
+#: Array-job variables read by `--shard auto`: (index, count, the index's first value) per
+#: scheduler. Kubernetes gives an Indexed Job's pods JOB_COMPLETION_INDEX only: set
+#: JOB_COMPLETION_COUNT to the Job's `completions` in its pod template (see the README).
+SHARD_VARIABLES = (
+    ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN"),
+    ("JOB_COMPLETION_INDEX", "JOB_COMPLETION_COUNT", None),
+)
+
+
+def shard_from_environment(env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """`--shard auto`: (I, N), 1-based, from a Slurm job array (task ID counted from
+    SLURM_ARRAY_TASK_MIN, in steps of SLURM_ARRAY_TASK_STEP) or a Kubernetes Indexed Job."""
+    env = os.environ if env is None else env
+    for index_var, count_var, min_var in SHARD_VARIABLES:
+        if index_var not in env and count_var not in env:
+            continue
+        for var in (index_var, count_var):
+            if var not in env:
+                raise UserError(f"--shard auto: {index_var} and {count_var} must both be set")
+        index, count = (_env_int(env, v) for v in (index_var, count_var))
+        if min_var is not None:
+            base = _env_int(env, min_var) if min_var in env else 0
+            step = _env_int(env, "SLURM_ARRAY_TASK_STEP") if "SLURM_ARRAY_TASK_STEP" in env else 1
+            if step < 1 or (index - base) % step:
+                raise UserError(
+                    f"--shard auto: {index_var}={index} is not on the array's range "
+                    f"(from {base} in steps of {step}); give --shard I/N"
+                )
+            index = (index - base) // step
+        if count < 1 or not 0 <= index < count:
+            raise UserError(
+                f"--shard auto: {index_var} gives shard {index} (from 0) of {count_var}={count}; "
+                "the index must be below the count"
+            )
+        return index + 1, count
+    raise UserError(
+        "--shard auto found no array-job variables (SLURM_ARRAY_TASK_ID and "
+        "SLURM_ARRAY_TASK_COUNT, or JOB_COMPLETION_INDEX and JOB_COMPLETION_COUNT); "
+        "give --shard I/N"
+    )
+
+
+def _env_int(env: Mapping[str, str], name: str) -> int:
+    text = env[name]
+    if not re.fullmatch(r"\s*\d+\s*", text):
+        raise UserError(f"--shard auto: {name} must be a whole number ≥ 0, got {text!r}")
+    return int(text)
+
+
 def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
-    """`"I/N"` (1-based) as (I, N); None for no sharding."""
+    """`"I/N"` (1-based) as (I, N), or `"auto"` from the environment (`shard_from_environment`);
+    None for no sharding."""
     if shard is None:
         return None
     if isinstance(shard, tuple):
         i, n = shard
+    elif str(shard).strip().lower() == "auto":
+        i, n = shard_from_environment()
     else:
         m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(shard))
         if not m:
@@ -749,7 +796,7 @@ def select_shard(jobs: Sequence[Job], shard: str | tuple[int, int] | None) -> li
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    tmp = path.with_name(leftovers.temp_file_name(path.name))
     try:
         with open(tmp, "x", encoding="utf-8") as fh:
             fh.write(text)
@@ -918,30 +965,6 @@ class SeriesResult:
         return f"{len(self.jobs)} jobs: " + ", ".join(parts) + f" ({self.seconds:.1f} s)"
 
 
-def _finite(value: Any) -> Any:
-    """JSON-safe copy: non-finite floats become None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _render_job(
-    job: Job, out_dir: Path, progress: Callable[[Progress], None] | None
-) -> RenderResult:
-    """Render one job.
-
-    CHECKPOINT HOOK: `job.checkpoint_dir(out_dir)` is where a resumable render keeps its state.
-    When render_with_info can checkpoint and resume, pass that directory here, so that a job
-    interrupted half-way resumes from its last checkpoint; `run` already deletes the directory
-    once the job's output is written.
-    """
-    return render_with_info(job.content, job.styles, job.config, progress=progress)
-
-
 def _thumb_path(out_dir: Path, sha256: str) -> Path:
     return out_dir / THUMBS_DIR / f"{sha256[:16]}.png"
 
@@ -955,7 +978,12 @@ def _save_thumb(out_dir: Path, sha256: str, thumb: Image.Image) -> None:
 
 
 def _run_one(
-    job: Job, spec: Spec, out_dir: Path, events: SeriesEvents | None, shard: str | None
+    job: Job,
+    spec: Spec,
+    out_dir: Path,
+    events: SeriesEvents | None,
+    shard: str | None,
+    checkpoint_every: float,
 ) -> tuple[dict[str, Any], Image.Image | None]:
     t0 = time.perf_counter()
     output = job.output_path(out_dir)
@@ -965,7 +993,7 @@ def _run_one(
         "index": job.index,
         "settings": job.settings,
         "output": job.output_name,
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
         "software": f"hiresnst {_version()}",
     }
@@ -973,22 +1001,22 @@ def _run_one(
         record["shard"] = shard
     thumb = None
     try:
-        result = _render_job(job, out_dir, events.render_progress if events else None)
-        info = result.info
-        inputs = {"content": str(job.content), "styles": [str(s) for s in job.styles]}
-        metadata = dict(info)
-        metadata["inputs"] = inputs
-        metadata["series"] = {"name": job.name, "key": job.key, "spec": spec.source}
-        imageio.write_image(
-            output,
-            result.image,
-            metadata=metadata,
-            dpi=job.dpi,
-            bit_depth=job.bit_depth,
-            quality=job.quality,
+        done = run_job(
+            RenderJob(
+                job.content,
+                job.styles,
+                job.config,
+                output,
+                OutputOptions(bit_depth=job.bit_depth, quality=job.quality),
+                CheckpointOptions(job.checkpoint_dir(out_dir), every=checkpoint_every),
+                {"series": {"name": job.name, "key": job.key, "spec": spec.source}},
+            ),
+            events.render_progress if events else None,
         )
+        info = done.info
+        inputs = info["inputs"]
         sha = sha256_file(output)
-        thumb = contact_sheet.thumbnail_from_array(result.image)
+        thumb = contact_sheet.thumbnail_from_array(done.image)
         with contextlib.suppress(OSError, UserError):
             _save_thumb(out_dir, sha, thumb)
         with contextlib.suppress(OSError):
@@ -999,7 +1027,7 @@ def _run_one(
             status="ok",
             sha256=sha,
             bytes=output.stat().st_size,
-            size=info.get("output_size") or [int(result.image.shape[1]), result.image.shape[0]],
+            size=info.get("output_size") or [int(done.image.shape[1]), done.image.shape[0]],
             render_seconds=info.get("seconds"),
             loss=levels[-1].get("loss_last") if levels else None,
             levels=levels,
@@ -1007,7 +1035,11 @@ def _run_one(
             config=info.get("settings", dataclasses.asdict(job.config)),
             inputs=inputs,
         )
+        if "resumed_from" in info:
+            record["resumed_from"] = info["resumed_from"]
         shutil.rmtree(job.checkpoint_dir(out_dir), ignore_errors=True)
+    except Preempted:
+        raise  # SIGTERM: the job's checkpoint is saved; the same command resumes it
     except Exception as e:  # any failure of one job is recorded; the series goes on
         message = " ".join(str(e).split()) or type(e).__name__
         if not isinstance(e, UserError):
@@ -1015,7 +1047,7 @@ def _run_one(
             record["traceback"] = traceback.format_exc(limit=20)
         record.update(status="failed", error=message)
     record["seconds"] = round(time.perf_counter() - t0, 3)
-    return _finite(record), thumb
+    return json_safe(record), thumb
 
 
 def _version() -> str:
@@ -1073,6 +1105,20 @@ class _Sheet:
         contact_sheet.write_contact_sheet(self.path, cells, columns=self.spec.columns, title=title)
 
 
+def _refuse_overwriting_inputs(spec: Spec, out: Path) -> None:
+    """No job's output (nor the manifest or contact sheet) may be any job's input: a content
+    `OUT/portrait.png` would be overwritten by a job named `portrait`. All jobs, not a shard's:
+    the other shards write theirs into the same directory."""
+    outputs = [(f"job {j.name}'s output", j.output_path(out)) for j in spec.jobs]
+    outputs += [("the manifest", out / MANIFEST_NAME)]
+    outputs += [("the contact sheet", out / CONTACT_SHEET_NAME)]
+    inputs: list[tuple[str, str | os.PathLike[str]]] = []
+    for j in spec.jobs:
+        files = RenderJob(j.content, j.styles, j.config, j.output_path(out)).inputs()
+        inputs += [(f"input of job {j.name}", p) for p in files]
+    imageio.refuse_overwriting_inputs(outputs, inputs)
+
+
 def run(
     spec: Spec | str | os.PathLike[str] | Mapping[str, Any],
     out_dir: str | os.PathLike[str],
@@ -1080,6 +1126,7 @@ def run(
     shard: str | tuple[int, int] | None = None,
     progress: SeriesEvents | None = None,
     compilation_cache: bool = True,
+    checkpoint_every: float = 300.0,
 ) -> SeriesResult:
     """Render the jobs of `spec` (or of shard "I/N" of it) that are not done yet into `out_dir`.
 
@@ -1088,6 +1135,9 @@ def run(
     `UserError` before anything is rendered. `progress` receives the events of `SeriesEvents`
     (e.g. a `SeriesDisplay`). `compilation_cache` turns on JAX's persistent compilation cache
     (`runtime.enable_compilation_cache`), so jobs after the first of a shape skip compiling.
+    Each job checkpoints into `DIR/.checkpoints/<name>` every `checkpoint_every` seconds and at
+    level ends; a job interrupted (SIGTERM, SIGKILL, a crash) resumes from there on the next
+    run, and its checkpoints are removed once its output is written.
     """
     t0 = time.perf_counter()
     spec = as_spec(spec)
@@ -1101,6 +1151,7 @@ def run(
     except OSError as e:
         raise UserError(f"{out}: cannot create the output directory ({e.strerror or e})") from e
     imageio.check_output_path(out / CONTACT_SHEET_NAME)  # writable, before any work
+    _refuse_overwriting_inputs(spec, out)
     jobs = select_shard(spec.jobs, shard_t)
     manifest = Manifest(out)
     order = [j.key for j in spec.jobs]
@@ -1134,7 +1185,15 @@ def run(
                 continue
             if progress:
                 progress.job_start(job, number, len(todo))
-            record, thumb = _run_one(job, spec, out, progress, shard_s)
+            try:
+                record, thumb = _run_one(job, spec, out, progress, shard_s, checkpoint_every)
+            except Stopped as e:  # the job's temporary files are gone; finished jobs are kept
+                saved = "its checkpoint is saved; " if getattr(e, "path", None) else ""
+                raise Stopped(
+                    e.signum,
+                    f"stopped by {signal_name(e.signum)} during job {job.name}; {saved}run the "
+                    "same command again to continue (finished jobs are kept)",
+                ) from None
             records = manifest.update(record, order)
         if thumb is not None:
             sheet.add(record["sha256"], thumb)

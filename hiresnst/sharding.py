@@ -27,7 +27,45 @@ def select_platform(platform: str | None) -> None:
         return
     if platform not in PLATFORMS:
         raise UserError(f"unknown --platform {platform!r}; use one of: {', '.join(PLATFORMS)}")
+    if platform == "gpu" and not gpu_plugins():
+        raise UserError(NO_GPU)
     jax.config.update("jax_platforms", platform)
+
+
+NO_GPU = (
+    "--platform gpu: this JAX has no GPU back end (JAX's CUDA wheels are not installed); "
+    "on a machine with an NVIDIA GPU run pip install 'hiresnst[cuda]', or use --platform cpu"
+)
+
+
+def gpu_plugins() -> list[str]:
+    """JAX's installed GPU plugins (CUDA or ROCm), found without initialising any back end
+    (which must wait until `init_distributed`)."""
+    import pkgutil
+    from importlib.metadata import entry_points
+
+    names = {ep.name for ep in entry_points(group="jax_plugins")}
+    try:
+        import jax_plugins  # the namespace package that GPU plugins install into
+    except ImportError:
+        pass
+    else:
+        names |= {m.name for m in pkgutil.iter_modules(jax_plugins.__path__)}
+    return sorted(n for n in names if "cuda" in n or "rocm" in n)
+
+
+def env_int(name: str) -> int | None:
+    """An integer environment variable (unset or empty: None); anything else is a UserError
+    naming the variable, not a ValueError from deep inside."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(
+            f"environment variable {name} must be a whole number, got {text!r}"
+        ) from None
 
 
 def init_distributed(
@@ -37,15 +75,19 @@ def init_distributed(
     or HIRESNST_COORDINATOR / HIRESNST_NUM_PROCESSES / HIRESNST_PROCESS_ID), say where the
     coordinator is. Returns True when the run is multi-process."""
     coordinator = coordinator or os.environ.get("HIRESNST_COORDINATOR")
-    if num_processes is None and os.environ.get("HIRESNST_NUM_PROCESSES"):
-        num_processes = int(os.environ["HIRESNST_NUM_PROCESSES"])
-    if process_id is None and os.environ.get("HIRESNST_PROCESS_ID"):
-        process_id = int(os.environ["HIRESNST_PROCESS_ID"])
+    if num_processes is None:
+        num_processes = env_int("HIRESNST_NUM_PROCESSES")
+    if process_id is None:
+        process_id = env_int("HIRESNST_PROCESS_ID")
     if coordinator is None and num_processes is None and process_id is None:
         return False
     auto = coordinator == "auto"  # the cluster (cloud TPU, SLURM, ...) says where and who
     if coordinator is not None and not auto and (num_processes is None or process_id is None):
         raise UserError("--coordinator needs --num-processes and --process-id as well")
+    if num_processes is not None and num_processes < 1:
+        raise UserError(
+            f"--num-processes (or HIRESNST_NUM_PROCESSES) must be ≥ 1, got {num_processes}"
+        )
     if num_processes is not None and not 0 <= (process_id or 0) < num_processes:
         raise UserError(f"--process-id must be in 0..{num_processes - 1}, got {process_id}")
     # CPU processes need gloo for cross-process collectives; GPUs (NCCL) and TPUs ignore it.

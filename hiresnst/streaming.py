@@ -32,12 +32,25 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import losses
-from .objective import LossSpec, features, layer_counts, local_terms, tile_core, zeros_grams
+from .layers import layer_level
+from .objective import (
+    LossSpec,
+    batch_grams,
+    features,
+    layer_counts,
+    padded_masks,
+    style_args,
+    style_cotangents,
+    style_value,
+    tile_core,
+    tile_surrogate,
+    window_masks,
+    zeros_grams,
+)
 from .optimize import ADAM_MU_DTYPE, make_optimizer
 from .pyramid import resize_into
 from .runtime import trim_heap
-from .tiling import TileGrid, valid_masks
+from .tiling import TileGrid
 
 BYTES_PER_PIXEL = 12 + 6 + 12 + 3
 #: Adam updates this many pixels of rows at a time, so its temporaries stay small at any width.
@@ -145,44 +158,31 @@ def host_window(arr: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
     return out
 
 
-def _batch_masks(grid: TileGrid, origins: jax.Array, live: jax.Array):
-    masks = jax.vmap(lambda o: valid_masks(grid, o))(origins)
-    return tuple(m * live[:, None, None, None] for m in masks)
+def _device_masks(padded: dict | None) -> dict | None:
+    """The padded mask pyramids as a jit argument (their style count is static)."""
+    return None if padded is None else {k: v for k, v in padded.items() if k != "n_styles"}
 
 
 @partial(jax.jit, static_argnums=(1, 2))
-def _gram_batch(params, spec: LossSpec, grid: TileGrid, wins, origins, live):
-    names = tuple(n for n, _ in spec.style_layers)
-    masks = _batch_masks(grid, origins, live)
-    feats = features(params, spec, wins, names, masks)
-    acc = zeros_grams(spec, names)
-    return {n: acc[n] + losses.gram_sum(tile_core(grid, feats[n], int(n[4]) - 1)) for n in names}
+def _gram_batch(params, spec: LossSpec, grid: TileGrid, wins, origins, live, padded):
+    return batch_grams(params, spec, grid, wins, window_masks(grid, origins, live), padded, origins)
 
 
 @partial(jax.jit, static_argnums=(1, 2))
-def _grad_batch(params, spec: LossSpec, grid: TileGrid, wins, content_wins, origins, live, cot):
-    """Tile gradients of the surrogate (style through fixed ∂L/∂G, content, TV) for a batch.
+def _grad_batch(params, spec, grid, wins, content_wins, origins, live, cot, padded, mrf_t):
+    """Tile gradients of the device path's surrogate (`objective.tile_surrogate`) for a batch.
 
-    `content_wins` are the 8-bit content windows; they become floats here, on the device."""
-    masks = _batch_masks(grid, origins, live)
+    `content_wins` are the 8-bit content windows; they become floats here, on the device, and
+    give the batch's content targets."""
+    masks = window_masks(grid, origins, live)
     content_wins = content_wins.astype(jnp.float32) / 255.0
     counts = layer_counts(spec, grid.height, grid.width)
-    content_names = tuple(n for n, _ in spec.content_layers)
-    content_feats = features(params, spec, content_wins, content_names, masks)
-    targets = {n: tile_core(grid, content_feats[n], int(n[4]) - 1) for n in content_names}
-    style_names = tuple(n for n, _ in spec.style_layers)
-
-    def surrogate(w):
-        feats = features(params, spec, w, spec.outputs, masks)
-        s = sum(
-            jnp.sum(cot[n] * losses.gram_sum(tile_core(grid, feats[n], int(n[4]) - 1)))
-            for n in style_names
-        )
-        c, tv, _ = local_terms(spec, grid, w, masks, feats, targets, counts)  # no MRF here
-        return s + c + tv, (c, tv)
-
-    g, (c, tv) = jax.grad(surrogate, has_aux=True)(wins)
-    return g, c, tv
+    names = tuple(n for n, _ in spec.content_layers)
+    content_feats = features(params, spec, content_wins, names, masks)
+    content = {n: tile_core(grid, content_feats[n], layer_level(n)) for n in names}
+    surrogate = partial(tile_surrogate, params, spec, grid, counts, cot, padded, mrf_t)
+    g, (c, tv, mrf) = jax.grad(surrogate, has_aux=True)(wins, masks, content, origins)
+    return g, c, tv, mrf
 
 
 def _windows(arr: np.ndarray, grid: TileGrid, origins: np.ndarray) -> np.ndarray:
@@ -206,15 +206,21 @@ def host_grams(
     batch: int,
     image: np.ndarray,
     on_tile: Callable[[str, int, int], None] | None = None,
+    padded: dict | None = None,
 ) -> dict[str, jax.Array]:
-    """Σ f fᵀ of each style layer over a host-resident image, one batch of windows at a time."""
+    """Σ f fᵀ of each style layer over a host-resident image, one batch of windows at a time
+    (with `padded` masks, `objective.padded_masks`: Σ m_s f fᵀ per style)."""
+    names = tuple(n for n, _ in spec.style_layers)
+    if not names:  # MRF alone: no Gram term
+        return {}
     origins = grid.origins()
-    grams = zeros_grams(spec, tuple(n for n, _ in spec.style_layers))
+    styles = None if padded is None else padded["n_styles"]
+    grams = zeros_grams(spec, names, styles)
+    masks = _device_masks(padded)
     done = 0
     for idx, pad, live in _batches(np.arange(len(origins)), batch):
-        part = _gram_batch(
-            params, spec, grid, _windows(image, grid, origins[pad]), origins[pad], live
-        )
+        wins = _windows(image, grid, origins[pad])
+        part = _gram_batch(params, spec, grid, wins, origins[pad], live, masks)
         grams = {k: grams[k] + part[k] for k in grams}
         done += len(idx)
         trim_heap()
@@ -267,7 +273,7 @@ def host_gradient(
     spec: LossSpec,
     grid: TileGrid,
     batch: int,
-    style_targets: dict[str, jax.Array],
+    targets: dict,
     x: np.ndarray,
     content: np.ndarray,
     on_rows: Callable[[slice, np.ndarray], None],
@@ -282,25 +288,28 @@ def host_gradient(
     n = len(origins)
     h, size = grid.halo, grid.window
     counts = layer_counts(spec, grid.height, grid.width)
-    weights = spec.style_weights()
+    style_t = style_args(spec, targets, grid.height, grid.width)
+    padded = padded_masks(spec, grid, style_t)
+    mrf_t = targets.get("mrf")
 
     def windows(arr, idx):
         return _windows(arr, grid, origins[idx])
 
-    grams = host_grams(params, spec, grid, batch, x, on_tile)
-    style = float(losses.style_loss_from_grams(grams, style_targets, counts, weights))
-    cot = losses.style_gram_cotangents(grams, style_targets, counts, weights)
+    grams = host_grams(params, spec, grid, batch, x, on_tile, padded)
+    style = float(style_value(spec, grams, style_t, counts)) if grams else 0.0
+    cot = style_cotangents(spec, grams, style_t, counts) if grams else {}
+    masks = _device_masks(padded)
 
     width = grid.width
     band = np.zeros((grid.tile + 2 * h, width, 3), np.float32)
     band_top = -h  # image row of band[0]
-    content_sum = tv_sum = 0.0
+    content_sum = tv_sum = mrf_sum = 0.0
     finished = 0  # rows above this have been handed on
     processed = 0
     for row in range(grid.ny):
         row_idx = np.arange(row * grid.nx, (row + 1) * grid.nx)
         for idx, pad, live in _batches(row_idx, batch):
-            g, c, tv = _grad_batch(
+            g, c, tv, mrf = _grad_batch(
                 params,
                 spec,
                 grid,
@@ -309,9 +318,12 @@ def host_gradient(
                 origins[pad],
                 live,
                 cot,
+                masks,
+                mrf_t,
             )
             content_sum += float(c)
             tv_sum += float(tv)
+            mrf_sum += float(mrf)
             g = np.asarray(g)
             for k, tile in enumerate(idx):
                 left = origins[tile][1] - h
@@ -332,8 +344,10 @@ def host_gradient(
             band[:-shift] = band[shift:]
             band[-shift:] = 0
             band_top += shift
-    loss = content_sum + style + tv_sum
-    return loss, {"content": content_sum, "style": style, "tv": tv_sum}
+    terms = {"content": content_sum, "style": style, "tv": tv_sum}
+    if spec.mrf_layers:
+        terms["mrf"] = mrf_sum
+    return sum(terms.values()), terms
 
 
 def host_adam_step(
@@ -341,7 +355,7 @@ def host_adam_step(
     spec: LossSpec,
     grid: TileGrid,
     batch: int,
-    style_targets: dict[str, jax.Array],
+    targets: dict,
     state: HostState,
     lr: float,
     warmup: int = 0,
@@ -356,7 +370,7 @@ def host_adam_step(
         spec,
         grid,
         batch,
-        style_targets,
+        targets,
         state.x,
         state.content,
         lambda rows, grad: _adam_rows(state, rows, grad, lr, warmup),

@@ -53,6 +53,10 @@ STORAGE_DTYPES: dict[str, tuple[str, int]] = {
     "UntypedStorage": ("u1", 1),
 }
 
+#: Bounds on decoding one file (see `_collect`): objects visited, and decoded bytes per byte of
+#: file (a state dict decodes to about its own size; bfloat16 widens to 2×).
+MAX_NODES = 200_000
+MAX_EXPANSION = 4
 FIX_HINT = "re-save it with `torch.save(model.state_dict(), path)` or convert it to .safetensors"
 
 
@@ -302,18 +306,33 @@ class _Storages:
         return st
 
 
-def _collect(obj: Any, big_endian: bool) -> dict[str, np.ndarray]:
-    """Flatten the unpickled object into {dotted name: array}; non-tensor leaves are dropped."""
+def _collect(obj: Any, big_endian: bool, file_size: int) -> dict[str, np.ndarray]:
+    """Flatten the unpickled object into {dotted name: array}; non-tensor leaves are dropped.
+
+    The work is bounded: a pickle's memo lets a few bytes refer to one container many times
+    (fifty references to a list of fifty references to …: 50⁸ paths), and one storage can be
+    viewed by many tensors or by zero strides as a huge tensor. At most MAX_NODES containers
+    and tensors are visited and MAX_EXPANSION × the file's size decoded; beyond that the file
+    is refused at once instead of running until killed."""
     if isinstance(obj, _Tensor):
         raise _Problem("the file holds a single tensor, not a state dict")
     if not isinstance(obj, dict):
         raise _Problem(f"the file holds a {type(obj).__name__}, not a state dict (dict of tensors)")
     out: dict[str, np.ndarray] = {}
+    budget = {"nodes": MAX_NODES, "bytes": MAX_EXPANSION * file_size + (1 << 20)}
 
     def walk(prefix: str, x: Any, depth: int) -> None:
+        budget["nodes"] -= 1  # every call counts, also those that go no deeper
+        if budget["nodes"] < 0:
+            raise _Problem(f"its pickle expands to more than {MAX_NODES:,} objects")
         if depth > 8:
             return
         if isinstance(x, _Tensor):
+            budget["bytes"] -= math.prod(x.size) * x.storage.stype.itemsize
+            if budget["bytes"] < 0:
+                raise _Problem(
+                    f"its tensors would decode to more than {MAX_EXPANSION}× the file's size"
+                )
             out[prefix] = x.to_numpy(big_endian)
         elif isinstance(x, dict):
             for k, v in x.items():
@@ -376,7 +395,7 @@ def _read_zip(path: Path) -> dict[str, np.ndarray]:
                         f"storage {entry} holds {info.file_size} bytes, expected {nbytes}"
                     )
                 st.data = np.frombuffer(zf.read(entry), np.dtype(st.stype.dtype))
-            return _collect(obj, order == "big")
+            return _collect(obj, order == "big", path.stat().st_size)
         except UserError:
             raise
         except (
@@ -442,7 +461,7 @@ def _read_legacy(path: Path) -> dict[str, np.ndarray]:
                 if f.readinto(buf) != nbytes:
                     raise _Problem("file ends before all storages were read")
                 st.data = np.frombuffer(buf, np.dtype(st.stype.dtype))
-            return _collect(obj, big)
+            return _collect(obj, big, size)
         except UserError:
             raise
         except (_Problem, pickle.UnpicklingError, EOFError, OSError, RecursionError) as e:

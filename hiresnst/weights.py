@@ -211,6 +211,8 @@ def _check_file(path: Path) -> None:
         raise UserError(f"weights file {path} does not exist")
     if path.is_dir():
         raise UserError(f"{path} is a directory, expected a weights file ({SUPPORTED})")
+    if not path.is_file():  # a FIFO or device would block or never end
+        raise UserError(f"{path} is not a regular file (a pipe or device?); give a weights file")
     if path.stat().st_size == 0:
         raise UserError(f"weights file {path} is empty (0 bytes): download or copy it again")
 
@@ -273,7 +275,7 @@ def import_weights(src: str | Path, home: Path | None = None, *, source: str | N
         "widths": list(widths),
         "layers": list(CONV_LAYERS),
         "params_sha256": params_sha256(params),
-        "imported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "imported_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
     def write(tmp: Path) -> None:

@@ -164,3 +164,25 @@ def torch_zip(path: Path, data_pkl: bytes) -> Path:
 def evil_pth(path: Path, marker: Path) -> Path:
     """A .pth whose pickle runs `touch marker` through os.system if it is ever unpickled."""
     return torch_zip(path, reduce_pickle("os", "system", f"touch {marker}"))
+
+
+def expanding_pth(path: Path, fanout: int = 50, depth: int = 8) -> Path:
+    """A legacy-format .pth of a few kB whose pickle refers, through its memo, to `fanout`
+    copies of a list of `fanout` copies of … (`depth` deep): fanout**depth paths to walk."""
+    import pickle
+
+    nested: list = []
+    for _ in range(depth):
+        nested = [nested] * fanout
+    parts = [0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}, {"x": nested}, []]
+    path.write_bytes(b"".join(pickle.dumps(p, protocol=2) for p in parts))
+    return path
+
+
+def safetensors_raw(path: Path, header: bytes | dict, data: bytes = b"") -> Path:
+    """A .safetensors file with this header (JSON text or a dict) and data buffer, unchecked."""
+    import json
+
+    text = header if isinstance(header, bytes) else json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data)
+    return path

@@ -7,6 +7,7 @@ traceback, no output file and no stray temporary file. The CLI runs in-process t
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 import warnings
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hiresnst import imageio
+from hiresnst import imageio, sharding
 from hiresnst.cli import main
 
 FAST = ["--size", "32", "--steps", "1", "--weights", "random", "-q"]
@@ -53,6 +54,7 @@ class Workspace:
 class Call:
     argv: list[str]
     output: Path
+    env: dict[str, str] = field(default_factory=dict)  # environment variables to set
 
 
 def run_args(
@@ -183,6 +185,67 @@ def output_parent_is_a_file(ws):
 def output_is_a_directory(ws):
     ws.output.mkdir()
     return run_args(ws)
+
+
+# outputs that are inputs: refused by resolved path or inode, the input untouched
+
+
+def onto(ws: Workspace, flag: str, target: Path, *extra: str) -> Call:
+    """A call whose `flag` (-o, --state-dir, --checkpoint-dir) names `target`, an input."""
+    call = run_args(ws, *extra) if flag != "-o" else run_args(ws, *extra, output=target)
+    if flag != "-o":
+        call.argv += [flag, str(target)]
+    return Call(call.argv, ws.output)
+
+
+@case(r"the output .*content\.png is the content .*content\.png; writing it would destroy")
+def output_is_the_content(ws):
+    return onto(ws, "-o", ws.content)
+
+
+@case(r"the output .* is the style 0 ")
+def output_is_the_style_by_another_name(ws):
+    return onto(ws, "-o", ws.root / "in" / ".." / "in" / "style.png")
+
+
+@case(r"the output .*link\.png is the content")
+def output_is_a_symlink_to_the_content(ws):
+    ws.file("link.png").symlink_to(ws.content)
+    return onto(ws, "-o", ws.file("link.png"))
+
+
+@case(r"the output .*hard\.png is the style 0")
+def output_is_a_hard_link_to_the_style(ws):
+    ws.file("hard.png").hardlink_to(ws.style)
+    return onto(ws, "-o", ws.file("hard.png"))
+
+
+@case(r"the output .* is the --style-mask 0 ")
+def output_is_a_style_mask(ws):
+    mask = B.rgb_png(ws.file("mask.png"))
+    return onto(ws, "-o", mask, "--style-mask", f"0:{mask}")
+
+
+@case(r"the output .* is the --content-mask ")
+def output_is_the_content_mask(ws):
+    mask = B.rgb_png(ws.file("cmask.png"))
+    return onto(ws, "-o", mask, "--content-mask", str(mask))
+
+
+@case(r"the output .* is the --init ")
+def output_is_the_init_image(ws):
+    init = B.rgb_png(ws.file("init.png"))
+    return onto(ws, "-o", init, "--init", str(init))
+
+
+@case(r"--state-dir .* is the content")
+def state_dir_is_the_content(ws):
+    return onto(ws, "--state-dir", ws.content)
+
+
+@case(r"--checkpoint-dir .* is the style 0")
+def checkpoint_dir_is_the_style(ws):
+    return onto(ws, "--checkpoint-dir", ws.style)
 
 
 # options
@@ -384,6 +447,136 @@ def seed_too_large(ws):
     return run_args(ws, "--seed", str(2**64))
 
 
+@case(r"--style-weight must be a finite number ≥ 0 \(at most 1e\+30\), got 1e\+308")
+def style_weight_overflows_fp32(ws):
+    return run_args(ws, "--style-weight", "1e308")
+
+
+@case(r"--tv-weight must be a finite number ≥ 0 \(at most 1e\+30\), got 1e\+31")
+def tv_weight_overflows_fp32(ws):
+    return run_args(ws, "--tv-weight", "1e31")
+
+
+@case(r"layer weight for conv4_2 is too large")
+def layer_weight_overflows_fp32(ws):
+    return run_args(ws, "--content-layers", "conv4_2:1e35")
+
+
+@case(r"--content-layers needs layer names")
+def content_layers_empty(ws):
+    return run_args(ws, "--content-layers", "")
+
+
+@case(r"--style-layers needs layer names")
+def style_layers_empty(ws):
+    return run_args(ws, "--style-layers", "")
+
+
+@case(r"--style-blend must be comma-separated numbers")
+def style_blend_empty(ws):
+    return run_args(ws, "--style-blend", "")
+
+
+@case(r"--checkpoint-every must be a number of seconds ≥ 0.*got nan")
+def checkpoint_every_nan(ws):
+    return run_args(ws, "--checkpoint-every", "nan")
+
+
+@case(r"--checkpoint-every must be a number of seconds ≥ 0.*got inf")
+def checkpoint_every_infinite(ws):
+    return run_args(ws, "--checkpoint-every", "inf", "--checkpoint-dir", str(ws.out_dir / "ck"))
+
+
+@case(r"--checkpoint-every must be a number of seconds ≥ 0.*got -1")
+def checkpoint_every_negative(ws):
+    return run_args(ws, "--checkpoint-every", "-1")
+
+
+@case(r"--overlap 100000 is more than 4× the exact halo of these layers \(80 px")
+def overlap_far_beyond_the_halo(ws):
+    return run_args(ws, "--overlap", "100000")
+
+
+@case(r"--state-dir .*afile/two\\nlines is inside a file")
+def path_with_a_newline(ws):
+    """The message quotes the path: it must stay one line (the newline is escaped)."""
+    (ws.root / "afile").write_text("x")
+    return run_args(ws, "--state-dir", str(ws.root / "afile" / "two\nlines"))
+
+
+@case(r"not a regular file")
+def content_is_a_fifo(ws):
+    os.mkfifo(ws.file("pipe.png"))
+    return run_args(ws, content=ws.file("pipe.png"))
+
+
+@case(r"not a regular file")
+def weights_file_is_a_fifo(ws):
+    os.mkfifo(ws.file("pipe.pth"))
+    return run_args(ws, weights=str(ws.file("pipe.pth")))
+
+
+# the environment and the places a render writes besides its output
+
+
+@case(r"HIRESNST_HOME '.*afile' is a file, not a directory")
+def home_is_a_file(ws):
+    (ws.root / "afile").write_text("x")
+    call = run_args(ws)
+    call.env["HIRESNST_HOME"] = str(ws.root / "afile")
+    return call
+
+
+@case(r"the cache directory \(HIRESNST_HOME\) .*afile/cache is inside a file")
+def home_is_inside_a_file(ws):
+    (ws.root / "afile").write_text("x")
+    call = run_args(ws)
+    call.env["HIRESNST_HOME"] = str(ws.root / "afile" / "cache")
+    return call
+
+
+@case(r"environment variable HIRESNST_NUM_PROCESSES must be a whole number, got 'two'")
+def env_num_processes_not_a_number(ws):
+    call = run_args(ws)
+    call.env["HIRESNST_NUM_PROCESSES"] = "two"
+    return call
+
+
+@case(r"environment variable HIRESNST_PROCESS_ID must be a whole number, got '0.5'")
+def env_process_id_not_a_number(ws):
+    call = run_args(ws)
+    call.env.update(HIRESNST_NUM_PROCESSES="2", HIRESNST_PROCESS_ID="0.5")
+    return call
+
+
+@case(r"HIRESNST_NUM_PROCESSES\) must be ≥ 1, got 0")
+def env_num_processes_zero(ws):
+    call = run_args(ws)
+    call.env["HIRESNST_NUM_PROCESSES"] = "0"
+    return call
+
+
+@case(
+    r"--platform gpu: this JAX has no GPU back end .*pip install 'hiresnst\[cuda\]'.*"
+    r"--platform cpu$",
+    pytest.mark.skipif(bool(sharding.gpu_plugins()), reason="a JAX GPU plugin is installed"),
+)
+def platform_gpu_without_a_gpu(ws):
+    return run_args(ws, "--platform", "gpu")
+
+
+@case(r"--state-dir .*afile is a file, not a directory")
+def state_dir_is_a_file(ws):
+    (ws.root / "afile").write_text("x")
+    return run_args(ws, "--state-dir", str(ws.root / "afile"))
+
+
+@case(r"--checkpoint-dir .* is inside a file")
+def checkpoint_dir_inside_a_file(ws):
+    (ws.root / "afile").write_text("x")
+    return run_args(ws, "--checkpoint-dir", str(ws.root / "afile" / "ck"))
+
+
 # output size, print and colour options
 
 
@@ -490,6 +683,35 @@ def weights_pickle_runs_code(ws):
     return run_args(ws, weights=str(B.evil_pth(ws.file("evil.pth"), ws.root / "pwned")))
 
 
+@case(r"safetensors file \(header JSON is nested too deeply\)")
+def weights_safetensors_deeply_nested_header(ws):
+    header = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    return run_args(ws, weights=str(B.safetensors_raw(ws.file("deep.safetensors"), header)))
+
+
+@case(r"tensor 'a' has a bad shape \[4611686018427387904")
+def weights_safetensors_absurd_shape(ws):
+    header = {"a": {"dtype": "F32", "shape": [2**62, 2**62, 0], "data_offsets": [0, 0]}}
+    return run_args(ws, weights=str(B.safetensors_raw(ws.file("huge.safetensors"), header)))
+
+
+@case(r"tensor 'a' has a bad shape")
+def weights_safetensors_hundred_dimensions(ws):
+    header = {"a": {"dtype": "F32", "shape": [1] * 100, "data_offsets": [0, 4]}}
+    path = B.safetensors_raw(ws.file("dims.safetensors"), header, b"\0" * 4)
+    return run_args(ws, weights=str(path))
+
+
+@case(r"overlap in the data buffer")
+def weights_safetensors_overlapping_tensors(ws):
+    return run_args(ws, weights=str(_overlapping_weights(ws.file("overlap.safetensors"))))
+
+
+@case(r"corrupt or truncated PyTorch file \(its pickle expands to more than 200,000 objects")
+def weights_pickle_expanding_exponentially(ws):
+    return run_args(ws, weights=str(B.expanding_pth(ws.file("expand.pth"))))
+
+
 @case("is a directory but not an orbax checkpoint")
 def weights_plain_directory(ws):
     return run_args(ws, weights=str(ws.root / "in"))
@@ -498,6 +720,21 @@ def weights_plain_directory(ws):
 @case(r"no VGG19 weights cached in .*hiresnst weights fetch.*--weights random")
 def weights_auto_without_cache(ws):
     return run_args(ws, weights="auto")
+
+
+def _overlapping_weights(path: Path) -> Path:
+    """The narrow VGG19 with every tensor's data offsets pointing at one byte range."""
+    import json
+    import struct
+
+    data = B.FIXTURES.joinpath("vgg19_narrow.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    header.pop("__metadata__", None)
+    biggest = max(e["data_offsets"][1] - e["data_offsets"][0] for e in header.values())
+    for e in header.values():
+        e["data_offsets"] = [0, e["data_offsets"][1] - e["data_offsets"][0]]
+    return B.safetensors_raw(path, header, b"\0" * biggest)
 
 
 def _tree(root: Path) -> dict[str, int]:
@@ -521,9 +758,11 @@ def _params() -> list:
 
 
 @pytest.mark.parametrize(("build", "expect", "quiet"), _params())
-def test_bad_input_gives_one_error_line(tmp_path, capsys, build, expect, quiet):
+def test_bad_input_gives_one_error_line(tmp_path, capsys, monkeypatch, build, expect, quiet):
     ws = Workspace(tmp_path)
     call = build(ws)
+    for name, value in call.env.items():
+        monkeypatch.setenv(name, value)
     before = _tree(tmp_path)
     capsys.readouterr()
     with warnings.catch_warnings(record=True) as caught:
@@ -599,3 +838,74 @@ def test_unusual_valid_input_renders(tmp_path, capsys, make, name, mode):
     assert size == ((26, 32) if "rotated" in name else (32, 26))
     assert imageio.read_metadata(out)["weights"]["kind"] == "random"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "out.png"])
+
+
+def test_series_refuses_an_output_that_is_an_input(tmp_path, capsys):
+    """A series writes its contact sheet (and each job's output) into OUT: an input there with
+    that name would be destroyed."""
+    from hiresnst import series
+
+    out = tmp_path / "out"
+    out.mkdir()
+    content = B.rgb_png(out / series.CONTACT_SHEET_NAME)
+    B.rgb_png(tmp_path / "s.png")
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        f'[defaults]\ncontent = "{content}"\nstyle = "s.png"\nsize = 32\nsteps = 1\n'
+        'weights = "random"\n'
+    )
+    data = content.read_bytes()
+    assert main(["series", str(spec), "-o", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1, err
+    assert "the contact sheet" in err and "is the input of job" in err
+    assert content.read_bytes() == data
+    assert sorted(p.name for p in out.iterdir()) == [content.name]
+
+
+def _strict(token: str):
+    raise ValueError(f"not JSON: {token}")
+
+
+def test_json_is_strict_when_the_render_diverges(tmp_path, capsys):
+    """Weights and step size at 1e30 overflow the loss to NaN: --json must still print JSON that a
+    strict parser reads (null, not the NaN token), and the output's metadata likewise."""
+    import json
+
+    ws = Workspace(tmp_path)
+    big = ("--learning-rate", "1e30", "--style-weight", "1e30", "--content-weight", "1e30")
+    call = run_args(ws, *big, "--steps", "3", "--json", "-q", weights=str(B.NARROW_PTH))
+    assert main(call.argv) == 0
+    info = json.loads(capsys.readouterr().out, parse_constant=_strict)
+    assert info["levels"][0]["loss_last"] is None
+    json.loads(json.dumps(imageio.read_metadata(call.output)), parse_constant=_strict)
+    assert imageio.read_metadata(call.output)["levels"][0]["loss_last"] is None
+
+
+def test_series_spec_that_is_a_fifo_is_refused_not_read(tmp_path, capsys):
+    import signal
+
+    spec = tmp_path / "spec.toml"
+    os.mkfifo(spec)
+
+    def hung(*_):
+        raise AssertionError("reading the FIFO blocked")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(30)
+    try:
+        code = main(["series", str(spec), "-o", str(tmp_path / "out")])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1 and "not a regular file" in err, err
+
+
+def test_weights_import_refuses_overlapping_tensors_and_caches_nothing(tmp_path, capsys):
+    path = _overlapping_weights(tmp_path / "overlap.safetensors")
+    assert main(["weights", "import", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "overlap in the data buffer" in err, err
+    main(["weights", "info"])
+    assert "no VGG19 weights cached" in capsys.readouterr().out

@@ -140,6 +140,7 @@ def test_resume_from_each_level_end_equals_uninterrupted(inputs, capsys):
     import shutil
 
     from hiresnst.cli import main
+    from hiresnst.imageio import read_metadata
 
     ck = inputs / "ck"
     levels = ("--scales", "3", "--min-size", "32", "--steps", "4,3,2", "--checkpoint-every", "1e9")
@@ -155,6 +156,8 @@ def test_resume_from_each_level_end_equals_uninterrupted(inputs, capsys):
         assert main(argv[3:]) == 0
         assert "resumed from" in capsys.readouterr().err
         assert np.array_equal(_read(inputs / f"part{i}.png"), _read(inputs / "full.png")), i
+        records = read_metadata(inputs / f"part{i}.png")["levels"]
+        assert [r["size"][1] for r in records] == [32, 45, 64], i  # one record a level
 
 
 def test_sigkill_just_after_a_level_end_resumes(inputs):

@@ -126,7 +126,6 @@ def test_fit_crops_masks_like_the_content():
 
 
 def test_mrf_render_records_its_term(rng):
-    from hiresnst.render import render_with_info
 
     content, style = _images(rng)
     result = render_with_info(content, [style], _with(steps=6, style_loss="gram+mrf", tile=32))
@@ -134,13 +133,3 @@ def test_mrf_render_records_its_term(rng):
     assert level["loss_last"] < level["loss_first"]
     assert result.info["settings"]["style_loss"] == "gram+mrf"
     assert result.image.shape == (48, 64, 3)
-
-
-def test_mrf_refused_before_work_where_a_level_needs_host_state(rng):
-    content, style = _images(rng)
-    steps = []
-    # planned for a device so small that every level moves to the host
-    config = _with(style_loss="mrf", tile=None, device_memory=1e6)
-    with pytest.raises(UserError, match="host-resident state, which has no masks or MRF"):
-        render_with_info(content, [style], config, progress=steps.append)
-    assert steps == []

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -20,6 +22,8 @@ from typer.testing import CliRunner
 from hiresnst import cli_series, contact_sheet, imageio, series
 from hiresnst.errors import UserError
 from hiresnst.render import Progress, RenderResult
+
+RENDER = importlib.import_module("hiresnst.render")
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "series.toml"
 
@@ -56,10 +60,10 @@ def _manifest(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / series.MANIFEST_NAME).read_text().splitlines()]
 
 
-def _counting(calls: list[str], real=series.render_with_info):
-    def render(content, styles, config, progress=None):
+def _counting(calls: list[str], real=RENDER.render_with_info):
+    def render(content, styles, config, progress=None, checkpoint=None):
         calls.append(Path(content).name)
-        return real(content, styles, config, progress=progress)
+        return real(content, styles, config, progress=progress, checkpoint=checkpoint)
 
     return render
 
@@ -67,7 +71,7 @@ def _counting(calls: list[str], real=series.render_with_info):
 def _fake(calls: list[str]):
     """A render that costs nothing and fails like the real one on a missing input."""
 
-    def render(content, styles, config, progress=None):
+    def render(content, styles, config, progress=None, checkpoint=None):
         calls.append(Path(content).name)
         for p in (content, *styles):
             if not Path(p).exists():
@@ -97,7 +101,7 @@ def rendered(tmp_path_factory):
         mp.setenv("HIRESNST_HOME", str(tmp_path_factory.mktemp("home")))
         spec = _spec(tmp_path_factory.mktemp("series"))
         calls: list[str] = []
-        mp.setattr(series, "render_with_info", _counting(calls))
+        mp.setattr(RENDER, "render_with_info", _counting(calls))
         result = series.run(spec, spec.parent / "out")
     return spec, spec.parent / "out", result, calls
 
@@ -134,7 +138,7 @@ def test_grid_writes_outputs_manifest_and_contact_sheet(rendered):
 def test_rerun_renders_nothing(rendered, monkeypatch):
     spec, out, _, _ = rendered
     before = (out / series.MANIFEST_NAME).read_bytes()
-    monkeypatch.setattr(series, "render_with_info", _no_render)
+    monkeypatch.setattr(RENDER, "render_with_info", _no_render)
     result = series.run(spec, out)
     assert result.exit_code == 0 and not result.rendered and len(result.skipped) == 4
     assert (out / series.MANIFEST_NAME).read_bytes() == before
@@ -147,7 +151,7 @@ def test_deleting_an_output_rerenders_only_it(rendered, tmp_path, monkeypatch):
     victim = moved / f"{result.rendered[2]}.png"
     victim.unlink()
     calls: list[str] = []
-    monkeypatch.setattr(series, "render_with_info", _counting(calls))
+    monkeypatch.setattr(RENDER, "render_with_info", _counting(calls))
     again = series.run(spec, moved)
     assert again.rendered == [result.rendered[2]] and len(again.skipped) == 3
     assert calls == ["c2.png"]
@@ -158,7 +162,7 @@ def test_deleting_an_output_rerenders_only_it(rendered, tmp_path, monkeypatch):
 def test_changed_output_is_rendered_again(tmp_path, monkeypatch):
     spec = _spec(tmp_path)
     calls: list[str] = []
-    monkeypatch.setattr(series, "render_with_info", _fake(calls))
+    monkeypatch.setattr(RENDER, "render_with_info", _fake(calls))
     first = series.run(spec, tmp_path / "out")
     target = tmp_path / "out" / f"{first.rendered[1]}.png"
     target.write_bytes(target.read_bytes() + b"edited")
@@ -184,7 +188,7 @@ def test_failed_job_is_recorded_others_finish_and_exit_is_nonzero(tmp_path, monk
     assert (out / series.CONTACT_SHEET_NAME).exists()
     # again: the finished job is skipped, the failed one is tried again and fails again
     calls: list[str] = []
-    monkeypatch.setattr(series, "render_with_info", _fake(calls))
+    monkeypatch.setattr(RENDER, "render_with_info", _fake(calls))
     again = series.run(spec, out)
     assert calls == ["missing.png"] and again.skipped == [records["c1.png"]["name"]]
     assert again.exit_code == 1 and again.failed[0][0] == failed["name"]
@@ -196,12 +200,12 @@ def test_unexpected_exception_is_recorded_with_traceback(tmp_path, monkeypatch):
     calls: list[str] = []
     fake = _fake(calls)
 
-    def flaky(content, styles, config, progress=None):
+    def flaky(content, styles, config, progress=None, checkpoint=None):
         if Path(styles[0]).name == "s2.png":
             raise RuntimeError("device out of memory")
         return fake(content, styles, config, progress)
 
-    monkeypatch.setattr(series, "render_with_info", flaky)
+    monkeypatch.setattr(RENDER, "render_with_info", flaky)
     result = series.run(spec, tmp_path / "out")
     assert len(result.rendered) == 2 and len(result.failed) == 2 and result.exit_code == 1
     assert result.failed[0][1] == "RuntimeError: device out of memory"
@@ -216,7 +220,7 @@ def test_shards_together_cover_the_grid_exactly_once(tmp_path, monkeypatch):
     spec = _spec(tmp_path)
     out = tmp_path / "out"
     calls: list[str] = []
-    monkeypatch.setattr(series, "render_with_info", _fake(calls))
+    monkeypatch.setattr(RENDER, "render_with_info", _fake(calls))
     runner = CliRunner()
     one = runner.invoke(cli_series.app, [str(spec), "-o", str(out), "--shard", "1/2", "--json"])
     assert one.exit_code == 0, one.output
@@ -262,7 +266,7 @@ def test_bad_shard_is_a_user_error(bad):
 )  # fmt: skip
 def test_malformed_spec_error_names_the_line(tmp_path, monkeypatch, body, line, words):
     spec = _spec(tmp_path, body)
-    monkeypatch.setattr(series, "render_with_info", _no_render)
+    monkeypatch.setattr(RENDER, "render_with_info", _no_render)
     result = CliRunner().invoke(cli_series.app, [str(spec), "-o", str(tmp_path / "out")])
     assert isinstance(result.exception, UserError), result.output
     message = str(result.exception)
@@ -288,7 +292,7 @@ def test_missing_inputs_in_spec_are_user_errors(tmp_path):
 def test_dry_run_prints_the_table_and_renders_nothing(tmp_path, monkeypatch):
     spec = _spec(tmp_path)
     out = tmp_path / "out"
-    monkeypatch.setattr(series, "render_with_info", _no_render)
+    monkeypatch.setattr(RENDER, "render_with_info", _no_render)
     result = CliRunner().invoke(cli_series.app, [str(spec), "-o", str(out), "--dry-run"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
@@ -306,7 +310,7 @@ def test_dry_run_prints_the_table_and_renders_nothing(tmp_path, monkeypatch):
 
 def test_dry_run_shows_done_jobs(rendered, monkeypatch):
     spec, out, _, _ = rendered
-    monkeypatch.setattr(series, "render_with_info", _no_render)
+    monkeypatch.setattr(RENDER, "render_with_info", _no_render)
     planned = series.plan(spec, out)
     assert [p.status for p in planned] == ["done"] * 4
 
@@ -464,6 +468,40 @@ def test_main_cli_exit_codes(tmp_path, monkeypatch, capsys):
     assert f"{bad}:10:" in capsys.readouterr().err
     body = '\n[grid]\ncontent = ["c1.png", "missing.png"]\nstyle = "s1.png"\n'
     spec = _spec(tmp_path / "failing", body)
-    monkeypatch.setattr(series, "render_with_info", _fake([]))
+    monkeypatch.setattr(RENDER, "render_with_info", _fake([]))
     status = cli.main(["series", str(spec), "-o", str(tmp_path / "o2"), "-q"])
     assert status == 1, "main() must return the exit status of the command (typer.Exit(1))"
+
+
+def test_job_killed_mid_render_resumes_from_its_checkpoint(tmp_path):
+    """A series SIGKILLed while a job renders resumes that job from its checkpoint on the next
+    run, and the output is bitwise the uninterrupted job's."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    head = HEAD.replace("steps = 1", "steps = 40\nbit_depth = 16")
+    spec = _spec(tmp_path / "s", '\n[grid]\ncontent = ["c1.png"]\nstyle = ["s1.png"]\n', head)
+    env = {**os.environ, "HIRESNST_HOME": str(tmp_path / "home")}
+    full = series.run(spec, tmp_path / "full", compilation_cache=False)
+    assert full.ok
+    name = full.rendered[0]
+    part = tmp_path / "part"
+    argv = [sys.executable, "-m", "hiresnst.cli", "series", str(spec), "-o", str(part), "-q"]
+    proc = subprocess.Popen([*argv, "--checkpoint-every", "0"], env=env, stderr=subprocess.PIPE)
+    ck = part / series.CHECKPOINTS_DIR / name
+    end = time.monotonic() + 240
+    while not (ck.exists() and any((p / "meta.json").exists() for p in ck.glob("ckpt-*"))):
+        assert proc.poll() is None and time.monotonic() < end, proc.communicate()[1]
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert not (part / f"{name}.png").exists()
+    again = series.run(spec, part, compilation_cache=False)
+    assert again.ok and again.rendered == [name]
+    record = again.records[next(iter(again.records))]
+    assert "resumed_from" in record
+    assert not ck.exists()
+    with Image.open(part / f"{name}.png") as a, Image.open(tmp_path / "full" / f"{name}.png") as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 from conftest import NARROW
+from PIL import Image
 
 from hiresnst import pyramid, streaming
 from hiresnst.checkpoint import CheckpointOptions
@@ -78,6 +79,29 @@ def test_host_state_equals_device_state(rng, tmp_path):
         assert abs(lv_h["loss_last"] - lv_d["loss_last"]) <= 1e-3 * lv_d["loss_last"]
     assert np.abs(host.image - device.image).mean() <= 2e-3
     np.testing.assert_array_equal(mapped.image, host.image)
+
+
+@pytest.mark.parametrize("extra", ["mask", "gram+mrf"])
+def test_host_state_equals_device_state_with_masks_and_mrf(rng, tmp_path, extra):
+    """Host-resident levels share the device path's tile functions, so style masks and the MRF
+    term give the same render there (within the host path's 8-bit content and block resizes,
+    as in the plain test above)."""
+    content, style = _images(rng)
+    if extra == "mask":
+        mask = np.zeros((70, 90, 3), np.uint8)
+        mask[:, :45] = 255
+        Image.fromarray(mask).save(tmp_path / "left.png")
+        Image.fromarray(255 - mask).save(tmp_path / "right.png")
+        kw = {"style_masks": ((0, str(tmp_path / "left.png")), (1, str(tmp_path / "right.png")))}
+        styles = [style, style[::-1]]
+    else:
+        kw, styles = {"style_loss": "gram+mrf", "mrf_patches": 256}, [style]
+    device = render_with_info(content, styles, _with(state="device", steps=4, **kw))
+    host = render_with_info(content, styles, _with(state="host", steps=4, **kw))
+    for lv_d, lv_h in zip(device.info["levels"], host.info["levels"], strict=True):
+        assert lv_h["residency"] == "host" and lv_d["residency"] == "device"
+        assert abs(lv_h["loss_first"] - lv_d["loss_first"]) <= 1e-4 * lv_d["loss_first"]
+    assert np.abs(host.image - device.image).mean() <= 1e-3
 
 
 def test_host_state_resumes_from_a_checkpoint(rng, tmp_path):
@@ -168,7 +192,7 @@ def test_host_gradient_equals_the_untiled_gradient(rng, weights):
         spec,
         grid,
         runner.tplan.batch,
-        runner.style,
+        runner.targets,
         state.x,
         state.content,
         on_rows,

@@ -381,7 +381,7 @@ def save_magenta(params: Mapping[str, Any], info: Mapping[str, Any], home: Path 
         **info,
         **summary,
         "params_sha256": params_sha256(params),
-        "imported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "imported_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
     def write(tmp: Path) -> None:

@@ -1,0 +1,100 @@
+"""The plan made before any work: --dry-run prints it without rendering, a render that cannot
+fit fails before any work with what it needs, and settings that do not change the image (tile
+batch, device count) may change on resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hiresnst.cli import main
+from hiresnst.config import RenderConfig
+from hiresnst.plan import make_render_plan
+
+WEIGHTS = Path(__file__).resolve().parent / "fixtures" / "vgg19_narrow.pth"
+NARROW = (4, 8, 8, 16, 16)
+
+
+@pytest.fixture
+def images(tmp_path):
+    rng = np.random.default_rng(3)
+    for name, hw in (("c", (48, 64)), ("s", (40, 40))):
+        pixels = (rng.random((*hw, 3)) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"{name}.png")
+    return tmp_path
+
+
+def _argv(d: Path, *extra: str) -> list[str]:
+    return ["render", str(d / "c.png"), str(d / "s.png"), "-o", str(d / "o.png"), *extra]
+
+
+def test_dry_run_json_reports_levels_and_renders_nothing(images, capsys):
+    argv = _argv(images, "--size", "2048", "--scales", "3", "--weights", "random", "--state")
+    assert main([*argv, "host", "--tile", "512", "--dry-run", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    levels = plan["levels"]
+    assert [lv["hw"] for lv in levels] == [[384, 512], [768, 1024], [1536, 2048]]
+    assert all(lv["residency"] == "host" and lv["tile"] == 512 for lv in levels)
+    assert levels[-1]["tiles"] == 3 * 4 and levels[-1]["host_bytes"] > levels[0]["host_bytes"]
+    assert plan["peak_host_bytes"] == max(lv["host_bytes"] for lv in levels)
+    assert not (images / "o.png").exists()
+    assert main([*argv, "auto", "--dry-run"]) == 0
+    table = capsys.readouterr().out
+    assert "2048×1536" in table and "device" in table
+
+
+def test_a_render_that_cannot_fit_fails_before_any_work(images, capsys):
+    start = time.monotonic()
+    code = main(_argv(images, "--size", "100000", "--weights", "random", "--dry-run"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "GB of RAM" in err[0] and "needs" in err[0] and "--state-dir" in err[0]
+    code = main(_argv(images, "--size", "100000", "--weights", "random", "-q"))
+    assert code == 2 and not (images / "o.png").exists()
+    assert time.monotonic() - start < 30  # no render started: seconds, not hours
+
+
+def test_planning_for_another_device():
+    config = RenderConfig(size=8192, weights="random", device_memory=80e9)
+    small = RenderConfig(size=8192, weights="random", device_memory=8e9)
+    big, little = (
+        make_render_plan(c, (6144, 8192), [(512, 512)], NARROW, devices=1,
+                         device_memory=c.device_memory)
+        for c in (config, small)
+    )
+    assert big.levels[-1].residency == "device" and little.levels[-1].residency == "host"
+
+
+def test_resume_with_another_tile_batch_and_device_count(images):
+    """A checkpoint taken with one device and one tile per batch resumes with two devices and
+    two tiles per batch (neither changes the image), and ends close to the uninterrupted
+    render (tiles sum in another order)."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    ck = images / "ck"
+    base = [sys.executable, "-m", "hiresnst.cli", *_argv(images, "--size", "64", "--steps", "8")]
+    base += ["--weights", str(WEIGHTS), "--bit-depth", "16", "--tile", "32"]
+    base += ["--checkpoint-dir", str(ck)]
+    first = [*base, "--devices", "1", "--tile-batch", "1", "--checkpoint-every", "0", "-q"]
+    done = subprocess.run(first, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with Image.open(images / "o.png") as im:
+        full = np.asarray(im).astype(np.float64)
+    for later in sorted(ck.glob("ckpt-*"))[1:]:
+        shutil.rmtree(later)  # as if killed after the first kept checkpoint (mid-level)
+    (images / "o.png").unlink()
+    again = [*base, "--devices", "2", "--tile-batch", "2"]
+    done = subprocess.run(again, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resumed from" in done.stderr
+    with Image.open(images / "o.png") as im:
+        resumed = np.asarray(im).astype(np.float64)
+    assert np.abs(resumed - full).mean() / 65535 < 1e-3
