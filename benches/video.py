@@ -152,12 +152,12 @@ def _report(rows: list[dict], args) -> None:
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     base = {(r["size"][0], r["clip"]): r for r in rows if r["mode"] == "independent"}
     print(f"\n{args.weights} weights; {meta['note']}\n")
-    print("| size | clip | mode | frames × steps | flicker | ratio to input | vs independent "
-          "| s/frame |")  # fmt: skip
+    print("| size | clip | mode | frames × steps | flicker | ratio to input "
+          "| independent ÷ this | s/frame |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         b = base.get((r["size"][0], r["clip"]))
-        gain = f"{b['flicker_output'] / r['flicker_output']:.2f}× lower" if b else "-"
+        gain = f"{b['flicker_output'] / r['flicker_output']:.2f}" if b else "-"
         spf = "-" if r["seconds_per_frame"] is None else f"{r['seconds_per_frame']:.1f}"
         print(
             f"| {r['size'][0]}×{r['size'][1]} | {r['clip']} | {r['mode']} | "
