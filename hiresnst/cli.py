@@ -254,11 +254,13 @@ def json_line(record: Any) -> str:
 
 def _add_subcommands() -> None:
     from .cli_series import series_command
+    from .cli_video import video_command
     from .cli_weights import app as weights_app
     from .cli_zoom import zoom_command
 
     app.add_typer(weights_app, name="weights", help="Import, fetch and inspect VGG19 weights.")
     app.command("series")(series_command)
+    app.command("video")(video_command)
     app.command("zoom")(zoom_command)
 
 

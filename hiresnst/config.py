@@ -314,6 +314,18 @@ class RenderConfig:
         cli_type=str,
         parse=parse_bytes,
     )
+    temporal_weight: float = setting(
+        1e6,
+        "video, optimize: weight of the loss tying reliably tracked pixels to the previous "
+        "stylised frame warped into this one (0 = off); used only when that warp is given.",
+        cli=False,
+    )
+    temporal_blend: float = setting(
+        0.5,
+        "video, fast: share of the warped previous frame in reliably tracked pixels "
+        "(0 = independent frames, 1 = frozen along the flow).",
+        cli=False,
+    )
 
     def output_hw(self, content_hw: tuple[int, int]) -> tuple[int, int]:
         """(H, W) of the output: width × height when given, else the content's aspect at
@@ -324,6 +336,8 @@ class RenderConfig:
 
     def validate(self, n_styles: int) -> None:
         """Raise UserError for any setting that cannot work, before any work is done."""
+        if n_styles < 1:
+            raise UserError("give at least one style image")
         if not 0 < self.size <= MAX_SIZE:
             raise UserError(
                 f"--size must be a positive long edge up to {MAX_SIZE} px, got {self.size}"
@@ -341,6 +355,7 @@ class RenderConfig:
             "learning_rate",
             "style_scale",
             "mrf_weight",
+            "temporal_weight",
         ):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and 0 <= value <= MAX_WEIGHT):
@@ -385,6 +400,8 @@ class RenderConfig:
         _choice("--method", self.method, METHODS)
         if not (math.isfinite(self.style_strength) and 0 <= self.style_strength <= 1):
             raise UserError(f"--style-strength must be in [0, 1], got {self.style_strength}")
+        if not (math.isfinite(self.temporal_blend) and 0 <= self.temporal_blend <= 1):
+            raise UserError(f"--temporal-blend must be in [0, 1], got {self.temporal_blend}")
         _choice("--state", self.state, STATES)
         if self.state == "host" and self.optimizer != "adam":
             raise UserError("--state host supports --optimizer adam only")
@@ -461,8 +478,9 @@ class RenderConfig:
                 "--style-mask weights the Gram statistics; use it with --style-loss gram or w2"
             )
 
-    def loss_spec(self, widths: tuple[int, ...]) -> Any:
-        """The objective's static `objective.LossSpec` for these settings and weights."""
+    def loss_spec(self, widths: tuple[int, ...], temporal: bool = False) -> Any:
+        """The objective's static `objective.LossSpec` for these settings and weights;
+        `temporal`: with the video term (a render given the warped previous frame)."""
         from .objective import LossSpec
 
         return LossSpec(
@@ -476,6 +494,7 @@ class RenderConfig:
             content_weight=self.content_weight,
             style_weight=self.style_weight,
             tv_weight=self.tv_weight,
+            temporal_weight=self.temporal_weight if temporal else 0.0,
             widths=widths,
             pooling=self.pooling,
             dtype=self.dtype,

@@ -349,3 +349,11 @@ def masked_w2_gram_cotangents(
 ) -> dict[str, jax.Array]:
     """∂(masked W2 style loss)/∂G̃_sl, (S, C + 1, C + 1) per layer."""
     return jax.grad(masked_w2_style_loss)(grams, targets, counts, blend, layer_weights)
+# ------------------------------------------------------------------ video
+
+
+def temporal_sum(x: jax.Array, warped: jax.Array, weights: jax.Array) -> jax.Array:
+    """Σ_p c(p) ‖x(p) − w(p)‖² in fp32 (Ruder et al. 2016): x and the previous frame warped
+    into this one, w, are (..., H, W, 3); the reliability c is (..., H, W). Divide by H·W·3."""
+    d = x.astype(jnp.float32) - warped.astype(jnp.float32)
+    return jnp.sum(weights.astype(jnp.float32) * jnp.sum(d * d, axis=-1))

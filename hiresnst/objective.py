@@ -54,6 +54,9 @@ Masked (`LossSpec.masked`): {"style_stack": {layer: A (S, C, C)}, "style_blend":
 to 1, "style_masks": (m_0, …, m_levels) with m_k (S, H_k, W_k), "content_mask": (c_0, …) with
 c_k (H_k, W_k) or None, "content": as unmasked}. H_k, W_k are the floor-pooled sizes of the
 image at level k (`tiling.pooled_sizes`); `masks.mask_pyramid` makes them.
+
+With `LossSpec.temporal_weight` > 0, also "temporal": (warped (H, W, 3), reliability (H, W)),
+whole-image arrays like the masks: a per-pixel term, summed over tile cores when tiled.
 """
 
 
@@ -81,6 +84,9 @@ class LossSpec:
     #: Wrap-around (toroidal) image: every conv pads by wrapping, the TV term pairs the last
     #: row/column with the first, and tiles wrap around the image edge (`TileGrid.wrap`).
     seamless: bool = False
+    #: Video: weight of Σ_p c(p)‖x(p) − w(p)‖² / (H·W·3) against the previous frame warped into
+    #: this one (targets["temporal"] = (w (H, W, 3), c (H, W))); 0 = no temporal term.
+    temporal_weight: float = 0.0
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -193,6 +199,69 @@ def _mrf_term(
         s = losses.mrf_sum(patches[name], inside[name], *mrf_t[name])
         total = total + w * s / (counts[name] * patches[name].shape[-1])
     return spec.mrf_weight * total
+
+
+def _temporal_args(
+    spec: LossSpec, targets: Targets, height: int, width: int
+) -> tuple[jax.Array, jax.Array] | None:
+    """The (warped, reliability) targets when the temporal term is on, shapes checked."""
+    if not spec.temporal_weight:
+        return None
+    if targets.get("temporal") is None:
+        raise ValueError("LossSpec.temporal_weight > 0 but the targets have no 'temporal'")
+    warped, weights = targets["temporal"]
+    if tuple(warped.shape) != (height, width, 3) or tuple(weights.shape) != (height, width):
+        raise ValueError(
+            f"temporal targets have shapes {tuple(warped.shape)} and {tuple(weights.shape)}, "
+            f"expected {(height, width, 3)} and {(height, width)}"
+        )
+    return warped, weights
+
+
+def _temporal_term(spec, x, temporal_t, height: int, width: int) -> jax.Array:
+    if temporal_t is None:
+        return jnp.float32(0.0)
+    s = losses.temporal_sum(x, *temporal_t)
+    return spec.temporal_weight * s / (height * width * 3)
+
+
+def _padded_temporal(grid: TileGrid, temporal_t) -> tuple[jax.Array, jax.Array] | None:
+    """The temporal targets zero-padded like the image (reliability 0 outside it)."""
+    if temporal_t is None:
+        return None
+    warped, weights = temporal_t
+    return grid.pad(warped.astype(jnp.float32)), grid.pad(weights.astype(jnp.float32)[..., None])
+
+
+def _temporal_core(
+    spec: LossSpec,
+    grid: TileGrid,
+    wins: jax.Array,
+    valid: jax.Array,
+    temporal_pad: tuple[jax.Array, jax.Array] | None,
+    origins: jax.Array,
+) -> jax.Array:
+    """The temporal term over a batch's tile cores; `temporal_pad` from `_padded_temporal`,
+    `valid` the windows' level-0 masks (zero on dead tiles, which repeat a live origin)."""
+    if temporal_pad is None:
+        return jnp.float32(0.0)
+    h, t = grid.halo, grid.tile
+    warped, weights = (jax.vmap(lambda o, a=a: extract(a, o + h, t))(origins) for a in temporal_pad)
+    core = (slice(None), slice(h, h + t), slice(h, h + t))
+    c = (weights * valid[core])[..., 0]
+    return _temporal_term(spec, wins[core], (warped, c), grid.height, grid.width)
+
+
+def _with_temporal(spec, grid, surrogate, temporal_pad):
+    """`tile_surrogate` with the temporal term over the batch's cores added to its value and
+    to its local terms (the host path has no temporal term and uses `tile_surrogate` as is)."""
+
+    def fn(wins, masks, content, origins):
+        value, local = surrogate(wins, masks, content, origins)
+        temporal = _temporal_core(spec, grid, wins, masks[0], temporal_pad, origins)
+        return value + temporal, (*local, temporal)
+
+    return fn
 
 
 # ---------------------------------------------------------------- masks
@@ -416,10 +485,10 @@ def untiled_loss(
         ones = {n: jnp.ones((*feats[n].shape[:3], 1), jnp.float32) for n, _ in spec.mrf_layers}
         inside = {n: (m if spec.seamless else losses.interior(m))[..., 0] for n, m in ones.items()}
         mrf = _mrf_term(spec, patches, inside, targets["mrf"], _mrf_counts(spec, h, w))
-        local = (content, tv, mrf)
     else:
-        local = (content, tv, jnp.float32(0.0))
-    return _whole_terms(spec, style, local)
+        mrf = jnp.float32(0.0)
+    temporal = _temporal_term(spec, x, _temporal_args(spec, targets, h, w), h, w)
+    return _whole_terms(spec, style, (content, tv, mrf, temporal))
 
 
 # ---------------------------------------------------------------- tiled
@@ -612,16 +681,19 @@ def tiled_core_features(
     return _distributed(fn, plan, 2, 2, P(AXIS))(params, x, origins, live)
 
 
-def _zero_local() -> tuple[jax.Array, jax.Array, jax.Array]:
-    return (jnp.float32(0.0),) * 3
+def _zero_local() -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    return (jnp.float32(0.0),) * 4
 
 
 def _whole_terms(spec: LossSpec, style: jax.Array, local) -> tuple[jax.Array, dict]:
-    """(loss, terms) from the style term and the summed local (content, tv, mrf) terms."""
-    content, tv, mrf = local
+    """(loss, terms) from the style term and the summed local (content, tv, mrf, temporal)
+    terms."""
+    content, tv, mrf, temporal = local
     terms = {"content": content, "style": style, "tv": tv}
     if spec.mrf_layers:
         terms["mrf"] = mrf
+    if spec.temporal_weight:
+        terms["temporal"] = temporal
     return sum(terms.values()), terms
 
 
@@ -637,15 +709,17 @@ def tiled_value_and_grad(
     counts = layer_counts(spec, grid.height, grid.width)
     snames = style_names(spec)
 
-    def fn(params, x, style_t, mrf_t, origins, live, content, axis):
+    def fn(params, x, style_t, mrf_t, temporal_t, origins, live, content, axis):
         x_pad = grid.pad(x)
         padded = padded_masks(spec, grid, style_t)
+        temporal_pad = _padded_temporal(grid, temporal_t)
         grams = _gram_pass(params, spec, grid, x_pad, origins, live, snames, padded)
         grams = _psum(grams, axis)
         style = style_value(spec, grams, style_t, counts)
         cot = style_cotangents(spec, grams, style_t, counts)
 
         surrogate = partial(tile_surrogate, params, spec, grid, counts, cot, padded, mrf_t)
+        surrogate = _with_temporal(spec, grid, surrogate, temporal_pad)
 
         def body(carry, xs):
             acc, local_sum = carry
@@ -662,9 +736,12 @@ def tiled_value_and_grad(
         return _whole_terms(spec, style, local), grid.fold(grad_pad)
 
     origins, live = plan.batches()
-    run = _distributed(fn, plan, 4, 3, P())
+    run = _distributed(fn, plan, 5, 3, P())
     style_t = style_args(spec, targets, grid.height, grid.width)
-    return run(params, x, style_t, targets.get("mrf"), origins, live, targets["content"])
+    temporal_t = _temporal_args(spec, targets, grid.height, grid.width)
+    return run(
+        params, x, style_t, targets.get("mrf"), temporal_t, origins, live, targets["content"]
+    )
 
 
 def tiled_loss(
@@ -675,9 +752,10 @@ def tiled_loss(
     counts = layer_counts(spec, grid.height, grid.width)
     snames = style_names(spec)
 
-    def fn(params, x, style_t, mrf_t, origins, live, content, axis):
+    def fn(params, x, style_t, mrf_t, temporal_t, origins, live, content, axis):
         x_pad = grid.pad(x)
         padded = padded_masks(spec, grid, style_t)
+        temporal_pad = _padded_temporal(grid, temporal_t)
         styles = None if padded is None else padded["n_styles"]
 
         def body(carry, xs):
@@ -688,7 +766,10 @@ def tiled_loss(
             tile_grams = core_grams(spec, grid, feats, snames, padded, o, masks)
             grams = {n: grams[n] + tile_grams[n] for n in snames}
             c_masks = content_core_masks(spec, grid, padded, o)
-            local = local_terms(spec, grid, wins, masks, feats, content, counts, c_masks, mrf_t)
+            local = (
+                *local_terms(spec, grid, wins, masks, feats, content, counts, c_masks, mrf_t),
+                _temporal_core(spec, grid, wins, masks[0], temporal_pad, o),
+            )
             return (grams, _add(local_sum, local)), None
 
         init = (zeros_grams(spec, snames, styles), _zero_local())
@@ -697,9 +778,12 @@ def tiled_loss(
         return _whole_terms(spec, style_value(spec, grams, style_t, counts), local)
 
     origins, live = plan.batches()
-    run = _distributed(fn, plan, 4, 3, P())
+    run = _distributed(fn, plan, 5, 3, P())
     style_t = style_args(spec, targets, grid.height, grid.width)
-    return run(params, x, style_t, targets.get("mrf"), origins, live, targets["content"])
+    temporal_t = _temporal_args(spec, targets, grid.height, grid.width)
+    return run(
+        params, x, style_t, targets.get("mrf"), temporal_t, origins, live, targets["content"]
+    )
 
 
 # ---------------------------------------------------------------- targets

@@ -196,8 +196,8 @@ def restore_opt(template: Any, arrays: dict[str, Any]) -> Any:
             nu=jnp.asarray(arrays["nu"], template[0].nu.dtype),
         )
         rest = template[1]
-        if isinstance(rest, optax.ScaleByScheduleState):
-            rest = rest._replace(count=count)
+        if isinstance(rest, optax.ScaleByScheduleState):  # a copy: the step donates both
+            rest = rest._replace(count=jnp.copy(count))
         return (adam, rest)
     leaves = [arrays.get(f"opt{i}") for i in range(len(arrays))]
     treedef = jax.tree_util.tree_structure(template)

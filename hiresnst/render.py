@@ -25,7 +25,7 @@ from .checkpoint import Checkpointer, CheckpointOptions, Saved, stop_on_sigterm
 from .config import RenderConfig, image_settings
 from .errors import UserError
 from .events import Progress, Reporter
-from .inputs import ImageLike, Inputs, input_hashes, load_image, prepare_inputs
+from .inputs import ImageLike, Inputs, array_sha256, input_hashes, load_image, prepare_inputs
 from .layers import DEFAULT_WIDTHS
 from .model import widths_of
 from .objective import make_loss_fn
@@ -77,18 +77,20 @@ def render_with_info(
     config: RenderConfig = RenderConfig(),
     progress: Callable[[Progress], None] | None = None,
     checkpoint: CheckpointOptions | None = None,
+    *,
+    init_image: np.ndarray | None = None,
+    temporal: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> RenderResult:
     """Render and return the image with a record of what was done (settings, losses, times).
 
-    With `checkpoint`, the render state is saved every `checkpoint.every` seconds and at the end
-    of each level, a later call with the same image settings resumes from the newest
-    checkpoint; SIGTERM or Ctrl-C stops at the next step with `Preempted` (after saving a
-    checkpoint when there is somewhere to save one).
+    With `checkpoint`, the state is saved every `checkpoint.every` seconds and at each level's
+    end, and a later call with the same image settings resumes from the newest checkpoint;
+    SIGTERM or Ctrl-C stops at the next step with `Preempted` (after saving a checkpoint when
+    there is somewhere to). Video frames (`video_render`): `init_image` replaces `config.init`,
+    `temporal` adds the temporal loss (see `_frame`).
     """
     t_start = time.perf_counter()
     styles = list(styles)
-    if not styles:
-        raise UserError("give at least one style image")
     config.validate(len(styles))
     inputs = prepare_inputs(content, styles, config)
     if config.method == "fast":
@@ -96,13 +98,14 @@ def render_with_info(
     params, weights_meta = resolve_weights(config.weights, config.seed, widths=config.widths)
     mesh = make_mesh(config.devices)
     plan = plan_render(config, inputs, widths_of(params), mesh)
-    init = resolve_init(config)
+    init = "image array" if init_image is not None else resolve_init(config)
+    plan, temporal, frame = _frame(plan, config, init_image, temporal)
     fingerprint = {**image_settings(config), **input_hashes(inputs), "weights": weights_meta}
-    ckpt = Checkpointer(checkpoint, fingerprint) if checkpoint else None
+    ckpt = Checkpointer(checkpoint, {**fingerprint, **frame}) if checkpoint else None
     saved = ckpt.restore() if ckpt else None
     records: list[dict] = list(saved.levels) if saved else []
     key = jnp.asarray(saved.key) if saved else jax.random.PRNGKey(config.seed)
-    spec = config.loss_spec(plan.widths)
+    spec = config.loss_spec(plan.widths, temporal=temporal is not None)
     params, image, carry = replicate(params, mesh), None, None
     with stop_on_sigterm() as stop:
         for lv in plan.levels:
@@ -111,11 +114,12 @@ def render_with_info(
             t_level = time.perf_counter()
             report = Reporter.for_level(plan, lv.index, progress, t_start)
             level = Level(lv, params, spec, config, inputs, mesh, report, ckpt, stop, records)
+            level.temporal = temporal
             runner = make_runner(level)
             resume = saved if saved and saved.level == lv.index else None
             if image is None and resume is None:
                 key, sub = jax.random.split(key)
-                image = _initial_image(init, config, inputs, lv.hw, sub)
+                image = _initial_image(init, config, inputs, lv.hw, sub, init_image)
             state = runner.run(runner.start(image, key, resume, carry))
             if ckpt:  # the level's own state, marked finished: a resume moves straight on
                 level.save(state, runner.arrays(state))
@@ -124,10 +128,49 @@ def render_with_info(
             runner.close()
             saved = None if resume else saved
     image = _finish(image, config, inputs, plan.output_hw)
-    info = _info(config, init, weights_meta, image, records, mesh, t_start)
-    if resume_path := (ckpt and ckpt.resumed_from):
-        info["resumed_from"] = str(resume_path)
+    info = _info(config, init, weights_meta, image, records, mesh, t_start, ckpt)
     return RenderResult(image=image, info=info)
+
+
+def _frame(
+    plan: RenderPlan,
+    config: RenderConfig,
+    init_image: np.ndarray | None,
+    temporal: tuple[np.ndarray, np.ndarray] | None,
+) -> tuple[RenderPlan, tuple[np.ndarray, np.ndarray] | None, dict[str, Any]]:
+    """A video frame's changes to a render: (plan, temporal targets or None, fingerprint).
+
+    With `init_image` (H×W×3, any size, the previous stylised frame warped into this one), the
+    first level warms Adam up as later levels do, since its start is already stylised.
+    `temporal` = (that warped frame (H, W, 3), its reliability (H, W)) at the output size adds
+    the temporal loss with `config.temporal_weight` (resized to each level; device-resident
+    levels only). Both enter the checkpoint fingerprint."""
+    extra: dict[str, Any] = {}
+    if init_image is not None:
+        extra["init_image"] = array_sha256(init_image)
+        first = dataclasses.replace(plan.levels[0], warmup=config.warmup)
+        plan = dataclasses.replace(plan, levels=(first, *plan.levels[1:]))
+    if temporal is None or config.temporal_weight <= 0:
+        return plan, None, extra
+    _check_temporal(temporal, plan)
+    extra["temporal"] = [array_sha256(a) for a in temporal]
+    return plan, temporal, extra
+
+
+def _check_temporal(temporal: tuple[np.ndarray, np.ndarray], plan: RenderPlan) -> None:
+    hw = plan.output_hw
+    warped, weights = (np.asarray(a) for a in temporal)
+    if warped.shape != (*hw, 3) or weights.shape != hw:
+        raise UserError(
+            f"temporal targets must be {hw[0]}×{hw[1]}×3 and {hw[0]}×{hw[1]} (the output), "
+            f"got {warped.shape} and {weights.shape}"
+        )
+    for lv in plan.levels:
+        if lv.host:
+            raise UserError(
+                f"a {lv.hw[1]}×{lv.hw[0]} px level needs host-resident state, which has no "
+                "temporal loss; render the video smaller or with --temporal-weight 0"
+            )
 
 
 def _level_record(lv: Any, state: LevelState, resume: Saved | None, seconds: float) -> dict:
@@ -168,8 +211,11 @@ def _info(
     records: list[dict],
     mesh: Mesh | None,
     t_start: float,
+    ckpt: Checkpointer | None = None,
 ) -> dict[str, Any]:
+    resumed = {"resumed_from": str(ckpt.resumed_from)} if ckpt and ckpt.resumed_from else {}
     return {
+        **resumed,
         "software": "hiresnst",
         "settings": dataclasses.asdict(config),
         "init": init,
@@ -267,10 +313,18 @@ class FastStyle:
 
 
 def _initial_image(
-    init: str, config: RenderConfig, inputs: Inputs, hw: tuple[int, int], key: jax.Array
+    init: str,
+    config: RenderConfig,
+    inputs: Inputs,
+    hw: tuple[int, int],
+    key: jax.Array,
+    image: np.ndarray | None = None,
 ) -> Any:
-    """The coarsest level's start, at any size (the runner resizes it to the level): the
-    content, uniform noise, the feed-forward rendering of the content (`fast`), or an image."""
+    """The coarsest level's start, at any size (the runner resizes it to the level): an image
+    array given by the caller (a video's warped previous frame), the content, uniform noise,
+    the feed-forward rendering of the content (`fast`), or an image file."""
+    if image is not None:
+        return np.asarray(image, np.float32)
     if init == "noise":
         return jax.random.uniform(key, (*hw, 3), jnp.float32)
     if init == "content":

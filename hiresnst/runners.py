@@ -9,6 +9,7 @@ next step: the render loop (`render.render_with_info`) does not know which one i
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -77,6 +78,9 @@ class Level:
     ckpt: Checkpointer | None
     stop: threading.Event
     records: list[dict]
+    #: Video: (previous frame warped into this one, reliability) at the output size, for the
+    #: temporal loss (`spec.temporal_weight`); device-resident levels only.
+    temporal: tuple[np.ndarray, np.ndarray] | None = None
 
     def check_in(self, state: LevelState, arrays: Callable[[], dict[str, Any]]) -> None:
         """After a step: checkpoint when one is due, and on SIGTERM stop (with a checkpoint
@@ -145,6 +149,33 @@ def _tiled(
     return make_plan(*hw, spec, lp.tile, overlap, lp.batch, mesh)
 
 
+@functools.lru_cache(maxsize=8)
+def level_step(
+    spec: LossSpec,
+    tplan: TiledPlan | None,
+    optimizer: str,
+    learning_rate: float,
+    warmup: int,
+    average: float = 0.0,
+) -> tuple[Any, Callable]:
+    """A level's optimiser and jitted step, kept for levels of the same shapes and settings:
+    a video renders every frame alike, and a fresh step would be traced and compiled again for
+    each (seconds, against a fraction of a second for a small frame's steps)."""
+    opt = make_optimizer(optimizer, learning_rate, warmup)
+    return opt, make_step(make_loss_fn(spec, tplan), optimizer, opt, average)
+
+
+def temporal_targets(
+    temporal: tuple[np.ndarray, np.ndarray], hw: tuple[int, int]
+) -> tuple[jax.Array, jax.Array]:
+    """The temporal loss's (warped, reliability) at a level's size (resized when smaller)."""
+    warped, weights = temporal
+    if tuple(np.shape(weights)) == tuple(hw):
+        return jnp.asarray(warped, jnp.float32), jnp.asarray(weights, jnp.float32)
+    c = pyramid.resize(np.asarray(weights, np.float32)[..., None], hw)[..., 0]
+    return pyramid.resize(np.asarray(warped, np.float32), hw), c
+
+
 def _resume_losses(saved: Saved | None) -> tuple[float, ...]:
     return tuple(saved.losses) if saved else ()
 
@@ -158,9 +189,8 @@ class DeviceRunner:
         self.tplan = _tiled(level, lv.hw, mesh, config.overlap)
         self.content = replicate(pyramid.resize(level.inputs.content, lv.hw), mesh)
         self.targets = self._targets()
-        self.opt = make_optimizer(config.optimizer, config.learning_rate, lv.warmup)
-        self.step = make_step(
-            make_loss_fn(spec, self.tplan), config.optimizer, self.opt, config.average
+        self.opt, self.step = level_step(
+            spec, self.tplan, config.optimizer, config.learning_rate, lv.warmup, config.average
         )
 
     def _targets(self) -> dict:
@@ -192,6 +222,8 @@ class DeviceRunner:
                 lv.tile or None,
             )
             targets["mrf"] = replicate(banks, mesh)
+        if level.temporal is not None:
+            targets["temporal"] = replicate(temporal_targets(level.temporal, lv.hw), mesh)
         return targets
 
     def start(

@@ -40,3 +40,17 @@ def test_a_finer_level_starts_with_the_warmed_up_step(rng, warmup):
     moved = np.abs(stepped - start).max()
     step = 0.05 / max(warmup, 1)
     assert 0.9 * step <= moved <= step + 1e-6
+
+
+def test_restored_warmed_up_adam_state_can_be_donated(rng):
+    """A checkpoint's Adam state with a warm-up ramp restores into leaves that a donating step
+    takes (the ramp's count and Adam's were once one buffer: 'donate the same buffer twice')."""
+    from hiresnst.optimize import make_step, opt_arrays, restore_opt
+
+    x = jnp.asarray(rng.random((5, 6, 3)), jnp.float32)
+    opt = make_optimizer("adam", 0.05, warmup=4)
+    step = make_step(lambda p, y, t: (jnp.sum((y - t) ** 2), {}), "adam", opt)
+    saved = {k: np.asarray(v) for k, v in opt_arrays(opt.init(x)).items()}
+    state = restore_opt(opt.init(x), saved)
+    x, state, loss, _ = step({}, jnp.zeros_like(x), x, state)
+    assert np.isfinite(float(loss))
