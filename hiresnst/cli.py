@@ -7,7 +7,6 @@ traceback, and no output file is written.
 from __future__ import annotations
 
 import inspect
-import json
 import os
 import sys
 from pathlib import Path
@@ -20,7 +19,8 @@ try:  # typer ≥ 0.20 vendors click; older releases use click itself
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import ClickException, UsageError
 
-from .config import MAX_SIZE, OutputOptions, RenderConfig, setting_types, settings_fields
+from .cli_options import json_line, setting_parameter, settings_from_options
+from .config import MAX_SIZE, OutputOptions, settings_fields
 from .errors import UserError
 from .signals import Stopped, stop_signals
 
@@ -131,42 +131,12 @@ def _options() -> list[inspect.Parameter]:
             annotation=Path,
         ),
     ]
-    types = setting_types()
-    for f in settings_fields():
-        meta = f.metadata
-        if not meta["cli"]:
-            continue
-        flag = meta["flag"] or "--" + f.name.replace("_", "-")
-        if meta["repeat"]:
-            option = typer.Option(None, flag, help=meta["help"])
-            kind = meta["cli_type"] | None
-        elif meta["cli_type"] is not None:
-            shown = meta["show"] if meta["show"] is not None else f.default
-            option = typer.Option(None, flag, help=meta["help"], show_default=str(shown))
-            kind = meta["cli_type"] | None
-        else:
-            option = typer.Option(f.default, flag, help=meta["help"])
-            kind = types[f.name]
-        params.append(inspect.Parameter(f.name, kw, default=option, annotation=kind))
+    params += [setting_parameter(f) for f in settings_fields() if f.metadata["cli"]]
     for name, kind, default, help_text in CLI_OPTIONS:
         flags = FLAGS.get(name, ["--" + name.replace("_", "-")])
         option = typer.Option(default, *flags, help=help_text, envvar=ENVVARS.get(name))
         params.append(inspect.Parameter(name, kw, default=option, annotation=kind))
     return params
-
-
-def settings_from_options(values: dict[str, Any]) -> RenderConfig:
-    """The render settings given on the command line (text parsed by each field's parser;
-    options not given keep the settings' defaults)."""
-    fields = {}
-    for f in settings_fields():
-        if f.name not in values:
-            continue
-        value, parse = values[f.name], f.metadata["parse"]
-        if value is None or (f.metadata["repeat"] and not value):
-            continue
-        fields[f.name] = parse(value) if parse else value
-    return RenderConfig(**fields)
 
 
 def render(**kw: Any) -> None:
@@ -242,13 +212,6 @@ def _print_pixels(kw: dict[str, Any]) -> tuple[int, int]:
             f"the {MAX_SIZE} px limit; lower --dpi or the print size"
         )
     return width, height
-
-
-def json_line(record: Any) -> str:
-    """Strict JSON on one line: non-finite numbers (a diverged loss) become null."""
-    from .job import json_safe
-
-    return json.dumps(json_safe(record), sort_keys=True, allow_nan=False, default=str)
 
 
 

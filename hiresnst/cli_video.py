@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 
-from .config import setting_types, settings_fields
+from .cli_options import json_line, setting_parameter, settings_from_options
+from .config import settings_fields
 
 
 def _hms(seconds: float | None) -> str:
@@ -137,21 +138,11 @@ def _parameters() -> list[inspect.Parameter]:
         flags = FLAGS.get(name, ["--" + name.replace("_", "-")])
         option = typer.Option(default, *flags, help=help_text)
         params.append(inspect.Parameter(name, kw, default=option, annotation=kind))
-    types = setting_types()
-    for f in settings_fields():
-        meta = f.metadata
-        if (not meta["cli"] and f.name not in VIDEO_SETTINGS) or f.name in NOT_FOR_VIDEO:
-            continue
-        flag = meta["flag"] or "--" + f.name.replace("_", "-")
-        if meta["repeat"]:
-            option, kind = typer.Option(None, flag, help=meta["help"]), meta["cli_type"] | None
-        elif meta["cli_type"] is not None:
-            shown = meta["show"] if meta["show"] is not None else f.default
-            option = typer.Option(None, flag, help=meta["help"], show_default=str(shown))
-            kind = meta["cli_type"] | None
-        else:
-            option, kind = typer.Option(f.default, flag, help=meta["help"]), types[f.name]
-        params.append(inspect.Parameter(f.name, kw, default=option, annotation=kind))
+    params += [
+        setting_parameter(f)
+        for f in settings_fields()
+        if (f.metadata["cli"] or f.name in VIDEO_SETTINGS) and f.name not in NOT_FOR_VIDEO
+    ]
     return params
 
 
@@ -163,7 +154,6 @@ def video_command(**kw: Any) -> None:
     command again continues at the first frame not yet finished.
     """
     from . import sharding
-    from .cli import json_line, settings_from_options
     from .runtime import enable_compilation_cache
     from .video_render import VideoSettings, parse_fps, render_video
 

@@ -81,7 +81,7 @@ def test_cli_options_are_the_settings_fields():
 
 def test_cli_defaults_give_the_default_settings():
     """Options not given on the command line are the settings' defaults, parsed fields too."""
-    from hiresnst.cli import settings_from_options
+    from hiresnst.cli_options import settings_from_options
 
     command = typer.main.get_command(app).commands["render"]
     values = {p.name: p.default for p in command.params}
