@@ -63,7 +63,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from . import contact_sheet, imageio, leftovers
+from . import contact_sheet, imageio
 from .cache import sha256_file
 from .checkpoint import CheckpointOptions
 from .config import INITS, OutputOptions, RenderConfig, setting_types
@@ -796,23 +796,8 @@ def select_shard(jobs: Sequence[Job], shard: str | tuple[int, int] | None) -> li
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(leftovers.temp_file_name(path.name))
-    try:
-        with open(tmp, "x", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    data = text.encode("utf-8")
+    imageio.atomic_write(str(path), lambda fh: fh.write(data))
 
 
 @contextlib.contextmanager

@@ -16,12 +16,9 @@ encoded from the PNGs once all frames are done, and the work folder is then remo
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
 import json
 import os
-import secrets
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import color, imageio, pyramid, video
+from .cache import sha256_file
 from .checkpoint import CheckpointOptions, stop_on_sigterm
 from .config import RenderConfig, image_settings
 from .errors import Preempted, UserError
@@ -105,25 +103,8 @@ def _load_style(s: Any, config: RenderConfig) -> np.ndarray:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as fh:
-            json.dump(data, fh, sort_keys=True, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    text = json.dumps(data, sort_keys=True, indent=1).encode()
+    imageio.atomic_write(str(path), lambda fh: fh.write(text))
 
 
 class WorkDir:
@@ -163,7 +144,7 @@ class WorkDir:
         ok = []
         for j, entry in enumerate(frames):
             f = self.path / str(entry.get("file", ""))
-            if entry.get("index") != j or not f.is_file() or _file_sha256(f) != entry.get("sha256"):
+            if entry.get("index") != j or not f.is_file() or sha256_file(f) != entry.get("sha256"):
                 break
             ok.append(entry)
         return ok
@@ -180,7 +161,7 @@ class WorkDir:
         j = entry["index"]
         f = self.frame_path(j)
         imageio.write_image(f, image)
-        self.frames = self.frames[:j] + [{**entry, "file": f.name, "sha256": _file_sha256(f)}]
+        self.frames = self.frames[:j] + [{**entry, "file": f.name, "sha256": sha256_file(f)}]
         _write_json(
             self.path / MANIFEST,
             {"format": FORMAT, "fingerprint": self.fingerprint, "frames": self.frames},
