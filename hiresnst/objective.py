@@ -35,6 +35,7 @@ from . import losses
 from .layers import CONTENT_LAYERS, LAYERS, STYLE_LAYERS, deepest, exact_halo, layer_level
 from .model import VGG19
 from .sharding import host_array
+from .sizes import round_up
 from .tiling import (
     TileGrid,
     add_window,
@@ -42,7 +43,6 @@ from .tiling import (
     extract,
     make_grid,
     pooled_sizes,
-    round_up,
     valid_masks,
 )
 

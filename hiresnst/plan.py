@@ -20,7 +20,7 @@ from . import flops
 from .config import RenderConfig
 from .errors import UserError
 from .layers import DEFAULT_WIDTHS, LAYERS, deepest
-from .sizes import level_sizes, output_shape, steps_per_level, wrap_tile
+from .sizes import level_sizes, output_shape, round_up, steps_per_level, wrap_tile
 
 #: Device bytes per pixel of an untiled fp32 value-and-grad step of full-width VGG19 to
 #: conv5_1 (activations kept for the backward pass); scales with the widths and precision.
@@ -199,9 +199,9 @@ def make_render_plan(
         tile = _choose_tile(hw, config, spec, bpp, devices, device_memory, host)
         if tile and spec.seamless:  # a wrapping grid has no partial tiles
             tile = wrap_tile(*hw, tile, align)
-        halo = spec.halo if config.overlap is None else _round_up(config.overlap, align)
+        halo = spec.halo if config.overlap is None else round_up(config.overlap, align)
         if tile:
-            tile = _round_up(tile, align)
+            tile = round_up(tile, align)
             tiles = -(-hw[0] // tile) * -(-hw[1] // tile)
             batch = max(1, min(config.tile_batch, tiles))
             window_bytes = (tile + 2 * halo) ** 2 * batch * bpp
@@ -300,9 +300,9 @@ def _choose_tile(
         if hw[0] * hw[1] <= budget and devices == 1 and not host:
             return 0
         side = math.isqrt(int(budget / config.tile_batch)) - 2 * spec.halo
-        tile = min(max(256, side // 256 * 256), _round_up(max(hw), align))
+        tile = min(max(256, side // 256 * 256), round_up(max(hw), align))
         while devices > 1 and tile > align and _count(hw, tile) < devices:
-            tile = _round_up(tile // 2, align)
+            tile = round_up(tile // 2, align)
     if tile == 0:
         if host:
             raise UserError("host-resident state streams tiles: give a --tile size, not 0")
@@ -311,15 +311,11 @@ def _choose_tile(
         return 0
     # A tile past the level's edge only adds padding to compute (a 4096 tile at a 512 px level
     # of a gigapixel pyramid would be a 4096² window): no bigger than the level.
-    return min(tile, _round_up(max(hw), align))
+    return min(tile, round_up(max(hw), align))
 
 
 def _count(hw: tuple[int, int], tile: int) -> int:
     return -(-hw[0] // tile) * -(-hw[1] // tile)
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
 
 
 def _check_size(hw: tuple[int, int], what: str, spec: Any) -> None:

@@ -59,3 +59,8 @@ def wrap_tile(height: int, width: int, tile: int, align: int) -> int:
         if g % t == 0:
             best = t
     return best
+
+
+def round_up(value: int, multiple: int) -> int:
+    """The smallest multiple of `multiple` that is ≥ `value` (tiles align to the pooling)."""
+    return -(-value // multiple) * multiple

@@ -23,11 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .sizes import wrap_tile
-
-
-def round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
+from .sizes import round_up, wrap_tile
 
 
 def pooled_sizes(size: int, levels: int) -> tuple[int, ...]:

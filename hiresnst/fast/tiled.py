@@ -51,7 +51,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..tiling import TileGrid, extract, make_grid, round_up, valid_masks
+from ..sizes import round_up
+from ..tiling import TileGrid, extract, make_grid, valid_masks
 from .layers import reflect_index
 from .transform import CONTRACT, EXPAND, RESIDUAL_BLOCKS, Transformer, norm_levels
 
