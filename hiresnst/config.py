@@ -40,6 +40,7 @@ COLOR_MODES = (None, "luminance", "histogram")
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
 STYLE_LOSSES = ("gram", "mrf", "gram+mrf", "w2", "w2+mrf")
 HANDOVERS = ("reset", "carry")
+GRAMS = ("exact", "lagged")
 MRF_LAYERS: tuple[tuple[str, float], ...] = (("conv3_1", 0.5), ("conv4_1", 0.5))
 #: Default MRF weight per --style-loss. Alone, the patch term outweighs the content term at
 #: much lower weights than beside the Gram term, whose gradient is ~1e5 times the patch term's
@@ -304,6 +305,11 @@ class RenderConfig:
         "Adam between levels: reset (fresh, --warmup ramp) or carry (moments resized, count "
         "kept, no ramp).",
     )
+    gram: str = setting(
+        "exact",
+        "Tiled levels' Gram statistics: exact (a forward pass for them, then forward and "
+        "backward) or lagged (the previous step's, one pass per tile; not exact).",
+    )
     seamless: bool = setting(
         False, "Output that tiles with itself (wrap-around padding; sides multiples of 16 px)."
     )
@@ -442,6 +448,7 @@ class RenderConfig:
                 f"--average must be an EMA decay in [0, 1) (0 = off), got {self.average}"
             )
         _choice("--handover", self.handover, HANDOVERS)
+        _choice("--gram", self.gram, GRAMS)
         if self.handover == "carry" and self.optimizer != "adam":
             raise UserError("--handover carry carries Adam's moments; use it with --optimizer adam")
         if self.state == "host" and (
