@@ -32,13 +32,13 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from . import losses
+from .imageio import quantize
 from .layers import CONTENT_LAYERS, LAYERS, STYLE_LAYERS, deepest, exact_halo, layer_level
 from .model import VGG19
 from .sharding import host_array
 from .sizes import round_up
 from .tiling import (
     TileGrid,
-    add_window,
     batched_origins,
     extract,
     make_grid,
@@ -501,10 +501,39 @@ def window_masks(grid: TileGrid, origins: jax.Array, live: jax.Array) -> tuple[j
 
 
 def _windows(
-    grid: TileGrid, x_pad: jax.Array, origins: jax.Array, live: jax.Array
+    grid: TileGrid, src: jax.Array, origins: jax.Array, live: jax.Array
 ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
-    wins = jax.vmap(lambda o: extract(x_pad, o, grid.window))(origins)
+    """A batch of windows cut from `grid.source(x)`, with their validity masks."""
+    wins = jax.vmap(lambda o: grid.extract(src, o))(origins)
     return wins, window_masks(grid, origins, live)
+
+
+def content_image(content: jax.Array | np.ndarray) -> np.ndarray:
+    """The 8-bit content a device level keeps (round(255·v), as the host state's): 3 B/px
+    where its fp32 copy and conv4_2 targets took 44. Its targets are made from
+    `content_values` of it, tiled or not, so tiled and untiled levels see the same content."""
+    return np.asarray(quantize(np.asarray(content, np.float32), 8))
+
+
+def content_values(content: jax.Array) -> jax.Array:
+    """8-bit content as the floats in [0, 1] that the network sees."""
+    return content.astype(jnp.float32) / 255.0
+
+
+def is_content_image(content: object) -> bool:
+    """Whether targets["content"] is the 8-bit content (features made per tile in the step)
+    rather than the content layers' features."""
+    return not isinstance(content, dict)
+
+
+def _content_cores(params, spec, grid, content_src, origins, masks) -> dict[str, jax.Array]:
+    """A batch's content targets, from the 8-bit content's windows (`grid.source` of it):
+    each tile's core features of the content layers, as `tiled_core_features` would store
+    them. Constants of the step, made in it so no level holds them (32 B/px at conv4_2)."""
+    wins = content_values(jax.vmap(lambda o: grid.extract(content_src, o))(origins))
+    names = tuple(n for n, _ in spec.content_layers)
+    feats = features(params, spec, wins, names, masks)
+    return jax.lax.stop_gradient({n: tile_core(grid, feats[n], layer_level(n)) for n in names})
 
 
 def tile_core(grid: TileGrid, f: jax.Array, level: int) -> jax.Array:
@@ -618,7 +647,7 @@ def zeros_grams(
     return {n: jnp.zeros((*lead, *(_stat_width(spec, n),) * 2), jnp.float32) for n in names}
 
 
-def _gram_pass(params, spec, grid, x_pad, origins, live, names, padded=None):
+def _gram_pass(params, spec, grid, src, origins, live, names, padded=None):
     """Σ over this device's tile cores of f fᵀ for each layer in `names`.
 
     With `padded` masks (`padded_masks`), Σ m_s f fᵀ for each style, (S, C, C).
@@ -629,7 +658,7 @@ def _gram_pass(params, spec, grid, x_pad, origins, live, names, padded=None):
 
     def body(acc, xs):
         o, lv = xs
-        wins, masks = _windows(grid, x_pad, o, lv)
+        wins, masks = _windows(grid, src, o, lv)
         if names == style_names(spec):
             grams = batch_grams(params, spec, grid, wins, masks, padded, o)
         else:  # other layers' Grams (e.g. `tiled_grams` for any layers)
@@ -647,7 +676,7 @@ def tiled_grams(
     grid = plan.grid
 
     def fn(params, x, origins, live, axis):
-        return _psum(_gram_pass(params, spec, grid, grid.pad(x), origins, live, layers), axis)
+        return _psum(_gram_pass(params, spec, grid, grid.source(x), origins, live, layers), axis)
 
     origins, live = plan.batches()
     return _distributed(fn, plan, 2, 2, P())(params, x, origins, live)
@@ -667,11 +696,11 @@ def tiled_core_features(
     grid = plan.grid
 
     def fn(params, x, origins, live, axis):
-        x_pad = grid.pad(x)
+        src = grid.source(x)
 
         def body(_, xs):
             o, lv = xs
-            wins, masks = _windows(grid, x_pad, o, lv)
+            wins, masks = _windows(grid, src, o, lv)
             feats = features(params, spec, wins, layers, masks)
             return None, {n: tile_core(grid, feats[n], layer_level(n)) for n in layers}
 
@@ -709,11 +738,12 @@ def tiled_value_and_grad(
     counts = layer_counts(spec, grid.height, grid.width)
     snames = style_names(spec)
 
-    def fn(params, x, style_t, mrf_t, temporal_t, origins, live, content, axis):
-        x_pad = grid.pad(x)
+    def fn(params, x, style_t, mrf_t, temporal_t, content_img, origins, live, content, axis):
+        src = grid.source(x)
+        content_src = None if content_img is None else grid.source(content_img)
         padded = padded_masks(spec, grid, style_t)
         temporal_pad = _padded_temporal(grid, temporal_t)
-        grams = _gram_pass(params, spec, grid, x_pad, origins, live, snames, padded)
+        grams = _gram_pass(params, spec, grid, src, origins, live, snames, padded)
         grams = _psum(grams, axis)
         style = style_value(spec, grams, style_t, counts)
         cot = style_cotangents(spec, grams, style_t, counts)
@@ -724,24 +754,20 @@ def tiled_value_and_grad(
         def body(carry, xs):
             acc, local_sum = carry
             o, lv, content = xs
-            wins, masks = _windows(grid, x_pad, o, lv)
+            wins, masks = _windows(grid, src, o, lv)
+            if content_src is not None:
+                content = _content_cores(params, spec, grid, content_src, o, masks)
             g, local = jax.grad(surrogate, has_aux=True)(wins, masks, content, o)
             for i in range(o.shape[0]):
-                acc = add_window(acc, o[i], g[i])
+                acc = grid.add_window(acc, o[i], g[i])
             return (acc, _add(local_sum, local)), None
 
-        init = (jnp.zeros_like(x_pad), _zero_local())
-        (grad_pad, local), _ = jax.lax.scan(body, init, (origins, live, content))
-        grad_pad, local = _psum((grad_pad, local), axis)
-        return _whole_terms(spec, style, local), grid.fold(grad_pad)
+        init = (jnp.zeros_like(src), _zero_local())
+        (grad_src, local), _ = jax.lax.scan(body, init, (origins, live, content))
+        grad_src, local = _psum((grad_src, local), axis)
+        return _whole_terms(spec, style, local), grid.fold_source(grad_src)
 
-    origins, live = plan.batches()
-    run = _distributed(fn, plan, 5, 3, P())
-    style_t = style_args(spec, targets, grid.height, grid.width)
-    temporal_t = _temporal_args(spec, targets, grid.height, grid.width)
-    return run(
-        params, x, style_t, targets.get("mrf"), temporal_t, origins, live, targets["content"]
-    )
+    return _run_tiled(fn, spec, plan, params, x, targets)
 
 
 def tiled_loss(
@@ -752,8 +778,9 @@ def tiled_loss(
     counts = layer_counts(spec, grid.height, grid.width)
     snames = style_names(spec)
 
-    def fn(params, x, style_t, mrf_t, temporal_t, origins, live, content, axis):
-        x_pad = grid.pad(x)
+    def fn(params, x, style_t, mrf_t, temporal_t, content_img, origins, live, content, axis):
+        src = grid.source(x)
+        content_src = None if content_img is None else grid.source(content_img)
         padded = padded_masks(spec, grid, style_t)
         temporal_pad = _padded_temporal(grid, temporal_t)
         styles = None if padded is None else padded["n_styles"]
@@ -761,7 +788,9 @@ def tiled_loss(
         def body(carry, xs):
             grams, local_sum = carry
             o, lv, content = xs
-            wins, masks = _windows(grid, x_pad, o, lv)
+            wins, masks = _windows(grid, src, o, lv)
+            if content_src is not None:
+                content = _content_cores(params, spec, grid, content_src, o, masks)
             feats = features(params, spec, wins, spec.outputs, masks)
             tile_grams = core_grams(spec, grid, feats, snames, padded, o, masks)
             grams = {n: grams[n] + tile_grams[n] for n in snames}
@@ -777,13 +806,21 @@ def tiled_loss(
         grams, local = _psum((grams, local), axis)
         return _whole_terms(spec, style_value(spec, grams, style_t, counts), local)
 
+    return _run_tiled(fn, spec, plan, params, x, targets)
+
+
+def _run_tiled(fn, spec: LossSpec, plan: TiledPlan, params: Params, x: jax.Array, targets):
+    """fn(params, x, style, mrf, temporal, content image, origins, live, content tiles) over
+    the plan's devices. The content is the 8-bit image (replicated; `is_content_image`) or the
+    per-tile features of `content_target` (sharded like the tiles): the other one is None."""
+    grid = plan.grid
     origins, live = plan.batches()
-    run = _distributed(fn, plan, 5, 3, P())
+    run = _distributed(fn, plan, 6, 3, P())
     style_t = style_args(spec, targets, grid.height, grid.width)
     temporal_t = _temporal_args(spec, targets, grid.height, grid.width)
-    return run(
-        params, x, style_t, targets.get("mrf"), temporal_t, origins, live, targets["content"]
-    )
+    content = targets["content"]
+    image, tiles = (content, None) if is_content_image(content) else (None, content)
+    return run(params, x, style_t, targets.get("mrf"), temporal_t, image, origins, live, tiles)
 
 
 # ---------------------------------------------------------------- targets
@@ -911,6 +948,13 @@ def blend_style_targets(
     }
 
 
+def _zero_cotangent(a: jax.Array) -> jax.Array | np.ndarray:
+    """A zero cotangent for a target: float0 for integer ones (the 8-bit content)."""
+    if jnp.issubdtype(a.dtype, jnp.inexact):
+        return jnp.zeros_like(a)
+    return np.zeros(a.shape, jax.dtypes.float0)
+
+
 ValueAndGrad = Callable[[jax.Array], tuple[tuple[jax.Array, dict], jax.Array]]
 
 
@@ -938,7 +982,7 @@ def make_loss_fn(spec: LossSpec, plan: TiledPlan | None) -> LossFn:
     def bwd(res, cotangents):
         grad, params, targets = res
         ct_loss, _ = cotangents
-        zeros = jax.tree_util.tree_map(jnp.zeros_like, (params, targets))
+        zeros = jax.tree_util.tree_map(_zero_cotangent, (params, targets))
         return zeros[0], ct_loss * grad, zeros[1]
 
     loss_fn.defvjp(fwd, bwd)

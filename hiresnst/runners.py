@@ -31,6 +31,7 @@ from .objective import (
     TiledPlan,
     blend_style_targets,
     content_target_jit,
+    content_values,
     layer_counts,
     make_loss_fn,
     make_plan,
@@ -181,13 +182,19 @@ def _resume_losses(saved: Saved | None) -> tuple[float, ...]:
 
 
 class DeviceRunner:
-    """The image and optimiser state on the device(s); one jitted step."""
+    """The image and optimiser state on the device(s); one jitted step.
+
+    The level's content is held as 8 bits (`objective.content_image`, 3 B/px): a tiled level
+    makes its content features tile by tile in the step, an untiled one (small by
+    construction) keeps them. With Adam (first moment bf16) a tiled level's state is then
+    image 12 + moments 18 + content 3 = 33 B/px (`plan.DEVICE_STATE_BYTES`)."""
 
     def __init__(self, level: Level) -> None:
         self.level = level
         lv, config, spec, mesh = level.plan, level.config, level.spec, level.mesh
         self.tplan = _tiled(level, lv.hw, mesh, config.overlap)
-        self.content = replicate(pyramid.resize(level.inputs.content, lv.hw), mesh)
+        content = pyramid.resize_into(level.inputs.content, np.empty((*lv.hw, 3), np.uint8))
+        self.content = replicate(jnp.asarray(content), mesh)
         self.targets = self._targets()
         self.opt, self.step = level_step(
             spec, self.tplan, config.optimizer, config.learning_rate, lv.warmup, config.average
@@ -204,7 +211,11 @@ class DeviceRunner:
             style_levels.append(style_l)
             s_plan = _tiled(level, shw, mesh, style=True)
             per_style.append(style_target_jit(params, spec, style_l, s_plan))
-        content_t = content_target_jit(params, spec, self.content, self.tplan)
+        content_t = (
+            content_target_jit(params, spec, content_values(self.content), None)
+            if self.tplan is None
+            else self.content
+        )
         if spec.masked:
             targets = masks.stack_masked_targets(
                 spec, per_style, inputs.style_masks, inputs.content_mask, lv.hw, blend, content_t,

@@ -98,6 +98,52 @@ class TileGrid:
         zeros = jnp.zeros((self.height, self.width, g_pad.shape[-1]), g_pad.dtype)
         return jax.vjp(self.pad, zeros)[1](g_pad)[0]
 
+    def source(self, x: jax.Array) -> jax.Array:
+        """What windows are cut from (`extract`): the image itself, whose windows are filled
+        with zeros past its edges, so a level holds no padded copy of its image (a
+        gigapixel's would be 12 B/px more); a wrapping grid's padded image."""
+        return self.pad(x) if self.wrap else x
+
+    def fold_source(self, g_src: jax.Array) -> jax.Array:
+        """A gradient over `source(x)` → over x (the adjoint of `source`)."""
+        return self.fold(g_src) if self.wrap else g_src
+
+    def _span(self, origin: jax.Array, axis: int) -> tuple[jax.Array, int, jax.Array]:
+        """Along one axis, the part of a window that lies inside the image, as the in-bounds
+        slice (start, static size) that holds it and the window's start relative to that
+        slice. The slice's size is the window's (or the image's, if smaller), its start is
+        clamped into the image, and every in-image row of the window lies in it."""
+        n = (self.height, self.width)[axis]
+        size = min(n, self.window)
+        first = origin[axis] - self.halo  # image row of the window's first row
+        start = jnp.clip(first, 0, n - size)
+        return start, size, first - start
+
+    def extract(self, src: jax.Array, origin: jax.Array) -> jax.Array:
+        """The (window, window, C) window at a padded-coordinate origin of `source(x)`: equal
+        to `extract(pad(x), origin, window)` without the padded copy."""
+        if self.wrap:
+            return extract(src, origin, self.window)
+        (y, hy, ry), (x, hx, rx) = self._span(origin, 0), self._span(origin, 1)
+        part = jax.lax.dynamic_slice(src, (y, x, 0), (hy, hx, src.shape[-1]))
+        w, h = self.window, self.halo
+        part = jnp.pad(part, ((h, w), (h, w), (0, 0)))
+        return jax.lax.dynamic_slice(part, (h + ry, h + rx, 0), (w, w, src.shape[-1]))
+
+    def add_window(self, acc: jax.Array, origin: jax.Array, window: jax.Array) -> jax.Array:
+        """acc[window at origin] += window over `source(x)`'s shape (the adjoint of `extract`):
+        the same sums, in the same order, as `add_window` over the padded image, less the
+        padding's."""
+        if self.wrap:
+            return add_window(acc, origin, window)
+        (y, hy, ry), (x, hx, rx) = self._span(origin, 0), self._span(origin, 1)
+        h = self.halo
+        pads = ((hy, max(0, hy + h - self.window)), (hx, max(0, hx + h - self.window)), (0, 0))
+        g = jnp.pad(window, pads)
+        part = jax.lax.dynamic_slice(g, (hy - ry, hx - rx, 0), (hy, hx, acc.shape[-1]))
+        current = jax.lax.dynamic_slice(acc, (y, x, 0), part.shape)
+        return jax.lax.dynamic_update_slice(acc, current + part, (y, x, 0))
+
     def core_slice(self, level: int) -> slice:
         """The core's rows (or columns) inside a window at `level`."""
         s = 2**level
