@@ -25,9 +25,23 @@ from .sizes import level_sizes, output_shape, round_up, steps_per_level, wrap_ti
 #: Device bytes per pixel of an untiled fp32 value-and-grad step of full-width VGG19 to
 #: conv5_1 (activations kept for the backward pass); scales with the widths and precision.
 STEP_BYTES_PER_PIXEL = 3000
-#: Device bytes per pixel of the on-device render state: image, gradient, padded copy and Adam
-#: moments (first bf16, second fp32), the content image and its conv4_2 targets.
-DEVICE_STATE_BYTES = 98
+#: Device bytes per pixel of a device-resident level between steps: image 12 (fp32), Adam's
+#: moments 18 (first bf16, second fp32) and the 8-bit content 3; a tiled step makes the
+#: content's features tile by tile (`runners.DeviceRunner`). Measured: benches/device_state.py.
+DEVICE_STATE_BYTES = 33
+#: Device bytes per pixel that a tiled Adam step holds on top of the state (image and state
+#: donated, updated in place): the fp32 gradient accumulator 12, and a copy of the old first
+#: moment 6 that XLA makes to update it in place (benches/device_state.py, XLA's buffer
+#: assignment of the step). Windows are cut from the unpadded image: no padded copy.
+DEVICE_STEP_BYTES = 18
+#: L-BFGS keeps 20 (s, y) pairs of fp32 images instead of Adam's moments.
+LBFGS_BYTES = 2 * 20 * 12
+#: The share of a device's memory that the plan fills: the rest is left to XLA's compiled
+#: programs and scratch and to the allocator's fragmentation.
+DEVICE_FILL = 0.9
+#: The smallest tile core a device-resident level runs with when it is planned (px): smaller
+#: tiles would spend most of their work on halos.
+MIN_DEVICE_TILE = 512
 #: Device bytes per pixel of the fp32 average of the iterates (`--average`).
 AVERAGE_BYTES = 12
 #: Host bytes per pixel of a host-resident level (see `streaming.BYTES_PER_PIXEL`).
@@ -82,6 +96,9 @@ class RenderPlan:
     host_memory: float
     platform: str
     widths: tuple[int, ...]
+    #: The largest level (px) that stays on one of these devices, with its state, its step's
+    #: memory and a batch of the smallest planned tiles (`device_fits`).
+    max_device_pixels: float = 0.0
 
     @property
     def work(self) -> tuple[float, ...]:
@@ -128,6 +145,12 @@ class RenderPlan:
             f"{self.devices} {self.platform} device(s), {self.device_memory / GB:.1f} GB each; "
             f"host RAM {self.host_memory / GB:.1f} GB; peak host {self.peak_host_bytes / GB:.2f} "
             f"GB, peak device {self.peak_device_bytes / GB:.2f} GB"
+        )
+        h, w = self.output_hw
+        side = math.sqrt(self.max_device_pixels / (h * w))
+        lines.append(
+            f"largest device-resident level: {self.max_device_pixels / 1e6:,.0f} MP "
+            f"(≈ {int(w * side)}×{int(h * side)} at this aspect)"
         )
         return "\n".join(lines)
 
@@ -184,6 +207,10 @@ def make_render_plan(
     bpp = STEP_BYTES_PER_PIXEL * sum(widths) / sum(DEFAULT_WIDTHS)
     bpp *= 0.5 if spec.dtype == "bfloat16" else 1.0
     weights_bytes = 4 * sum(9 * a * b + b for a, b in zip((3, *widths[:-1]), widths, strict=False))
+    per_px = device_bytes_per_pixel(config, spec.masked, len(style_hws))
+    smallest = round_up(config.tile or MIN_DEVICE_TILE, align)
+    overlap = spec.halo if config.overlap is None else round_up(config.overlap, align)
+    min_window = (smallest + 2 * overlap) ** 2 * config.tile_batch * bpp
     levels = []
     for i, (long_edge, n) in enumerate(zip(sizes, steps, strict=True)):
         hw = output_shape(final_hw, long_edge)
@@ -192,11 +219,16 @@ def make_render_plan(
         shws = tuple(output_shape(s, s_long) for s in style_hws)
         for shw in shws:
             _check_size(shw, "a resized style image", spec)
+        px = hw[0] * hw[1]
         host = config.state == "host" or (
-            config.state == "auto" and hw[0] * hw[1] * DEVICE_STATE_BYTES > 0.25 * device_memory
+            config.state == "auto" and not device_fits(px, per_px, min_window, device_memory)
         )
         _check_quality_options(hw, spec, config, host)
-        tile = _choose_tile(hw, config, spec, bpp, devices, device_memory, host)
+        window_budget = 0.5 * device_memory
+        if not host:  # the tiles get what the level's state and step leave
+            left = DEVICE_FILL * device_memory - px * per_px  # (`check` refuses a level
+            window_budget = max(min(window_budget, left), min_window)  # that cannot fit)
+        tile = _choose_tile(hw, config, spec, bpp, devices, window_budget, host)
         if tile and spec.seamless:  # a wrapping grid has no partial tiles
             tile = wrap_tile(*hw, tile, align)
         halo = spec.halo if config.overlap is None else round_up(config.overlap, align)
@@ -208,7 +240,6 @@ def make_render_plan(
         else:
             tiles, batch, halo = 1, 1, 0
             window_bytes = hw[0] * hw[1] * bpp
-        px = hw[0] * hw[1]
         styles_bytes = sum(a * b for a, b in shws) * IMAGE_BYTES
         if host:
             device_bytes = window_bytes
@@ -216,14 +247,13 @@ def make_render_plan(
             disk = state if config.state_dir else 0.0
             level_host = (0 if disk else state) + (tile + 2 * halo) * hw[1] * IMAGE_BYTES
         else:
-            averaged = AVERAGE_BYTES if config.average else 0
-            device_bytes = window_bytes + px * (DEVICE_STATE_BYTES + averaged)
+            device_bytes = window_bytes + px * per_px
             disk, level_host = 0.0, px * IMAGE_BYTES  # the level's start, before it moves over
         if not host and not tile:  # an untiled level takes its style targets in one pass
             device_bytes = max(device_bytes, max(a * b for a, b in shws) * bpp / 2)
         host_bytes = BASE_BYTES + weights_bytes + level_host + styles_bytes
-        if spec.masked:  # each style's mask pyramid and the content's, fp32 (4/3 of level 0)
-            device_bytes += px * 16 / 3 * (len(shws) + 1)
+        if host and spec.masked:  # the mask pyramids live on the device (`device_bytes_…`)
+            device_bytes += px * _mask_bytes(len(shws))
         if platform == "cpu":  # the CPU backend's device memory is this process's RAM
             host_bytes += device_bytes
         last = deepest(spec.outputs)
@@ -258,7 +288,32 @@ def make_render_plan(
         float(host_memory),
         platform,
         tuple(widths),
+        max(0.0, (DEVICE_FILL * device_memory - min_window) / per_px),
     )
+
+
+def device_bytes_per_pixel(config: RenderConfig, masked: bool, styles: int) -> float:
+    """Device bytes per pixel of a device-resident tiled level at its step's peak: its state,
+    the step's temporaries and the optional state that scales with it."""
+    per_px = DEVICE_STATE_BYTES + DEVICE_STEP_BYTES
+    if config.optimizer == "lbfgs":  # its memory pairs for Adam's moments
+        per_px += LBFGS_BYTES - 18
+    if config.average:
+        per_px += AVERAGE_BYTES
+    if masked:
+        per_px += _mask_bytes(styles)
+    return per_px
+
+
+def _mask_bytes(styles: int) -> float:
+    """Each style's mask pyramid and the content's, fp32 (4/3 of level 0), per pixel."""
+    return 16 / 3 * (styles + 1)
+
+
+def device_fits(px: int, per_px: float, window_bytes: float, device_memory: float) -> bool:
+    """Whether a level of `px` pixels stays on a device: its state and step (`per_px`) and a
+    batch of tile windows fill at most `DEVICE_FILL` of the device's memory."""
+    return px * per_px + window_bytes <= DEVICE_FILL * device_memory
 
 
 def _check_quality_options(
@@ -287,16 +342,17 @@ def _choose_tile(
     spec: Any,
     bpp: float,
     devices: int,
-    device_memory: float,
+    window_budget: float,
     host: bool,
 ) -> int:
-    """The tile core of a level (0 = untiled): none if it fits in half the device memory,
-    else the largest tile (a multiple of 256 px) whose batch does. Over several devices, tiles
-    are made small enough that every device gets at least one."""
+    """The tile core of a level (0 = untiled): none if it fits in `window_budget` bytes (half
+    the device memory, or what a device level's state leaves), else the largest tile (a
+    multiple of 256 px) whose batch does. Over several devices, tiles are made small enough
+    that every device gets at least one."""
     align = 2**spec.levels
     tile = config.tile
     if tile is None:
-        budget = 0.5 * device_memory / bpp
+        budget = window_budget / bpp
         if hw[0] * hw[1] <= budget and devices == 1 and not host:
             return 0
         side = math.isqrt(int(budget / config.tile_batch)) - 2 * spec.halo

@@ -55,7 +55,8 @@ def plan_render(
         widths,
         devices=1 if mesh is None else mesh.devices.size,
         device_memory=config.device_memory or device_memory_bytes(),
-        platform=platform_name(),
+        # Planned for other devices (`--device-memory`), not this process's CPU and its RAM.
+        platform=platform_name() if config.device_memory is None else "accelerator",
     )
     plan.check(config.state_dir)
     return plan

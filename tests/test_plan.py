@@ -18,7 +18,8 @@ from PIL import Image
 
 from hiresnst.cli import main
 from hiresnst.config import RenderConfig
-from hiresnst.plan import make_render_plan
+from hiresnst.layers import DEFAULT_WIDTHS
+from hiresnst.plan import DEVICE_FILL, MIN_DEVICE_TILE, make_render_plan, physical_memory
 
 WEIGHTS = Path(__file__).resolve().parent / "fixtures" / "vgg19_narrow.pth"
 NARROW = (4, 8, 8, 16, 16)
@@ -64,14 +65,60 @@ def test_a_render_that_cannot_fit_fails_before_any_work(images, capsys):
 
 
 def test_planning_for_another_device():
+    """A 50 MP level stays on an 80 GB device and goes to the host of a 2 GB one: its state
+    and step alone (51 B/px, 2.6 GB) would not fit."""
     config = RenderConfig(size=8192, weights="random", device_memory=80e9)
-    small = RenderConfig(size=8192, weights="random", device_memory=8e9)
+    small = RenderConfig(size=8192, weights="random", device_memory=2e9)
     big, little = (
-        make_render_plan(c, (6144, 8192), [(512, 512)], NARROW, devices=1,
-                         device_memory=c.device_memory)
+        make_render_plan(
+            c, (6144, 8192), [(512, 512)], NARROW, devices=1, device_memory=c.device_memory
+        )
         for c in (config, small)
     )
     assert big.levels[-1].residency == "device" and little.levels[-1].residency == "host"
+    assert little.max_device_pixels < 6144 * 8192 < big.max_device_pixels
+
+
+def test_a_gigapixel_level_stays_on_an_80gb_device():
+    """Planned for an 80 GB device, a 1.2-gigapixel level (40000×30000) keeps its state
+    (33 B/px) and its step's (18 B/px) on it, with tiles in what is left, within
+    `DEVICE_FILL`; a 16 GB device sends it to the host."""
+    config = RenderConfig(size=40000, weights="random", device_memory=80e9)
+    plans = {
+        gb: make_render_plan(
+            config,
+            (3000, 4000),
+            [(512, 512)],
+            DEFAULT_WIDTHS,
+            devices=1,
+            device_memory=gb * 1e9,
+            host_memory=64e9,
+            platform="gpu",
+        )
+        for gb in (80, 16)
+    }
+    last = plans[80].levels[-1]
+    assert last.hw == (30000, 40000) and last.pixels >= 1e9
+    assert last.residency == "device" and last.tile >= MIN_DEVICE_TILE
+    assert last.device_bytes <= DEVICE_FILL * 80e9
+    assert plans[80].max_device_pixels >= 1.2e9 > plans[16].max_device_pixels
+    assert plans[16].levels[-1].residency == "host"
+
+
+@pytest.mark.skipif(physical_memory() < 20e9, reason="the level's start image needs 15 GB RAM")
+def test_dry_run_of_a_gigapixel_for_an_80gb_device(images, capsys):
+    """`hiresnst render … --size 40000 --dry-run --device-memory 80GB` on any machine (this
+    one's RAM holds the level's start image): the finest level is on the device, and the table
+    says how large a device-resident level can be. The styles are kept small here (a style's
+    size at a level is another setting's matter)."""
+    argv = _argv(images, "--size", "40000", "--weights", "random", "--style-scale", "0.05")
+    assert main([*argv, "--dry-run", "--device-memory", "80GB", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["levels"][-1]["hw"] == [30000, 40000]
+    assert plan["levels"][-1]["residency"] == "device"
+    assert plan["max_device_pixels"] >= 1.2e9
+    assert main([*argv, "--dry-run", "--device-memory", "80GB"]) == 0
+    assert "largest device-resident level: 1," in capsys.readouterr().out  # 1.xxx GP
 
 
 def test_resume_with_another_tile_batch_and_device_count(images):
