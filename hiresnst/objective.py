@@ -950,9 +950,9 @@ def blend_style_targets(
 
 def _zero_cotangent(a: jax.Array) -> jax.Array | np.ndarray:
     """A zero cotangent for a target: float0 for integer ones (the 8-bit content)."""
-    if jnp.issubdtype(a.dtype, jnp.inexact):
+    if jnp.issubdtype(jnp.result_type(a), jnp.inexact):
         return jnp.zeros_like(a)
-    return np.zeros(a.shape, jax.dtypes.float0)
+    return np.zeros(np.shape(a), jax.dtypes.float0)
 
 
 ValueAndGrad = Callable[[jax.Array], tuple[tuple[jax.Array, dict], jax.Array]]

@@ -28,7 +28,7 @@ from .events import Progress, Reporter
 from .inputs import ImageLike, Inputs, array_sha256, input_hashes, load_image, prepare_inputs
 from .layers import DEFAULT_WIDTHS
 from .model import widths_of
-from .objective import make_loss_fn
+from .objective import content_values, make_loss_fn
 from .plan import FAST_UNTILED_PIXELS, RenderPlan, make_render_plan
 from .runners import Level, LevelState, Runner, make_runner
 from .sharding import device_memory_bytes, host_array, make_mesh, platform_name, replicate
@@ -272,7 +272,7 @@ def make_objective(
         return vg(replicate(x, level.mesh))
 
     value_and_grad.shape = (*hw, 3)  # type: ignore[attr-defined]
-    value_and_grad.content = runner.content  # type: ignore[attr-defined]
+    value_and_grad.content = content_values(runner.content)  # type: ignore[attr-defined]
     return value_and_grad
 
 
