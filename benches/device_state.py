@@ -10,8 +10,12 @@ one 256-px style) and two figures are taken on this process's JAX backend:
   Across two sizes with the same tile, the temporaries' growth per added pixel is what the step
   holds per pixel (the gradient accumulator) and the rest is one tile batch's working memory.
 
+With `--time-steps N`, the price of making the content features in the step: at the first
+size, N steps with the 8-bit content (features per tile in the step) and N with the features
+stored (`content_target`, 32 B/px more), interleaved, after one compile-and-run of each.
+
 Writes benches/results/device-state-<machine>-<date>.json and prints a table. Example:
-nice -n 5 python benches/device_state.py --sizes 1024,2048 --tile 512
+nice -n 5 python benches/device_state.py --sizes 1024,2048 --tile 512 --time-steps 3
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ import datetime as dt
 import gc
 import json
 import platform
+import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
 from hiresnst import RenderConfig
+from hiresnst.objective import content_target_jit, content_values
 from hiresnst.render import prepare_level
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,11 +91,45 @@ def measure(size: int, tile: int, batch: int, seed: int = 0) -> dict:
     return row
 
 
+def time_content(size: int, tile: int, batch: int, steps: int, seed: int = 0) -> dict:
+    """Seconds per step with the content as 8 bits (features in the step) and as stored
+    features, interleaved so that the machine's load falls on both alike."""
+    rng = np.random.default_rng(seed)
+    content = rng.random((size, size, 3)).astype(np.float32)
+    style = rng.random((256, 256, 3)).astype(np.float32)
+    cfg = RenderConfig(
+        size=size, weights="random", tile=tile, tile_batch=batch, state="device", scales=1
+    )
+    runner = prepare_level(content, [style], cfg)
+    state = runner.start(content, jax.random.key(seed), None)
+    params, spec = runner.level.params, runner.level.spec
+    stored = content_target_jit(params, spec, content_values(runner.content), runner.tplan)
+    variants = {"8bit": runner.targets, "stored": {**runner.targets, "content": stored}}
+    x, opt = state.image, state.opt
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for i in range(steps + 1):
+        for name, targets in variants.items():
+            t0 = time.perf_counter()
+            x, opt, loss, _ = runner.step(params, targets, x, opt)
+            jax.block_until_ready(loss)
+            if i:  # the first of each compiles
+                times[name].append(time.perf_counter() - t0)
+    per = {k: float(np.median(v)) for k, v in times.items()}
+    return {
+        "size": size,
+        "tile": tile,
+        "steps": steps,
+        "step_s": per,
+        "ratio_8bit_over_stored": per["8bit"] / per["stored"],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", default="1024,2048")
     ap.add_argument("--tile", type=int, default=512)
     ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--time-steps", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "benches" / "results")
     args = ap.parse_args()
     rows = [measure(int(s), args.tile, args.batch) for s in args.sizes.split(",")]
@@ -107,6 +147,14 @@ def main() -> None:
         )
     if slope is not None:
         print(f"step temporaries: {slope:.2f} B/px + {window / 1e6:.1f} MB (the tile batch)")
+    timing = None
+    if args.time_steps:
+        timing = time_content(rows[0]["size"], args.tile, args.batch, args.time_steps)
+        s8, sf = timing["step_s"]["8bit"], timing["step_s"]["stored"]
+        print(
+            f"step at {timing['size']}²: {s8:.2f} s with 8-bit content, {sf:.2f} s with stored "
+            f"features (×{timing['ratio_8bit_over_stored']:.3f}), median of {args.time_steps}"
+        )
     machine = f"{platform.system().lower()}-{platform.machine()}-{jax.default_backend()}"
     report = {
         "machine": machine,
@@ -115,6 +163,7 @@ def main() -> None:
         "rows": rows,
         "step_temp_bytes_per_px": slope,
         "step_temp_fixed_bytes": None if slope is None else window,
+        "content_timing": timing,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"device-state-{machine}-{dt.date.today()}.json"
