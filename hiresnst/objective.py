@@ -48,7 +48,9 @@ from .tiling import (
 
 Params = dict
 Targets = dict
-"""Unmasked: {"style": {layer: A (C, C)}, "content": {layer: features}}.
+"""Unmasked: {"style": {layer: A (C, C)}, "content": {layer: features}}. A tiled objective also
+takes "content" as the 8-bit content image (H, W, 3) uint8 (`content_image`), whose features
+it makes tile by tile in the step (`is_content_image`): what a device level holds.
 
 Masked (`LossSpec.masked`): {"style_stack": {layer: A (S, C, C)}, "style_blend": b (S,) summing
 to 1, "style_masks": (m_0, …, m_levels) with m_k (S, H_k, W_k), "content_mask": (c_0, …) with
