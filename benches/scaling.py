@@ -8,8 +8,8 @@ What a step communicates is read off the code (`objective.tiled_value_and_grad`)
 scans its own tile batches, then
 
 - pass 1 all-reduces the style Grams: Σ_s C_s² fp32 values (2.4 MB for VGG19);
-- pass 2 all-reduces the padded image gradient, (H + 2·halo)·(W + 2·halo)·3 fp32 values, and
-  three loss scalars.
+- pass 2 all-reduces the image gradient, H·W·3 fp32 values (windows are cut from the unpadded
+  image), and three loss scalars.
 
 The FLOPs are `hiresnst.flops.tiled_step_flops`. The compute time per device is FLOPs / devices
 / (achieved FLOP/s of one device): `--tflops` gives that rate, or it is measured here by timing
@@ -89,8 +89,7 @@ def project(a: argparse.Namespace, tflops: float) -> dict:
     )
     per_tile = flops["total"] / flops["tiles"]
     gram_bytes = 4 * sum(conv_width(n, DEFAULT_WIDTHS) ** 2 for n in STYLE_LAYERS)
-    hp, wp = grid.padded_shape
-    grad_bytes = 4 * hp * wp * 3 + 3 * 4
+    grad_bytes = 4 * a.size * a.size * 3 + 3 * 4
     rows = []
     for g, h in ((1, 1), (8, 1), (8, 4)):
         n = g * h
