@@ -25,10 +25,12 @@ from .sizes import level_sizes, output_shape, round_up, steps_per_level, wrap_ti
 #: Device bytes per pixel of an untiled fp32 value-and-grad step of full-width VGG19 to
 #: conv5_1 (activations kept for the backward pass); scales with the widths and precision.
 STEP_BYTES_PER_PIXEL = 3000
+#: Adam's moments per pixel: first bf16 6, second fp32 12.
+ADAM_BYTES = 6 + 12
 #: Device bytes per pixel of a device-resident level between steps: image 12 (fp32), Adam's
-#: moments 18 (first bf16, second fp32) and the 8-bit content 3; a tiled step makes the
-#: content's features tile by tile (`runners.DeviceRunner`). Measured: benches/device_state.py.
-DEVICE_STATE_BYTES = 33
+#: moments 18 and the 8-bit content 3 = 33; a tiled step makes the content's features tile by
+#: tile (`runners.DeviceRunner`). Measured: benches/device_state.py.
+DEVICE_STATE_BYTES = 12 + ADAM_BYTES + 3
 #: Device bytes per pixel that a tiled Adam step holds on top of the state (image and state
 #: donated, updated in place): the fp32 gradient accumulator 12, and a copy of the old first
 #: moment 6 that XLA makes to update it in place (benches/device_state.py, XLA's buffer
@@ -297,7 +299,7 @@ def device_bytes_per_pixel(config: RenderConfig, masked: bool, styles: int) -> f
     the step's temporaries and the optional state that scales with it."""
     per_px = DEVICE_STATE_BYTES + DEVICE_STEP_BYTES
     if config.optimizer == "lbfgs":  # its memory pairs for Adam's moments
-        per_px += LBFGS_BYTES - 18
+        per_px += LBFGS_BYTES - ADAM_BYTES
     if config.average:
         per_px += AVERAGE_BYTES
     if masked:
