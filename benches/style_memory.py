@@ -6,8 +6,8 @@ CLI writes it), and its peak RSS (`ru_maxrss` at its end, so the file's writing 
 reported. The fixed part is the same render at
 512² (one tile: the same window and compiled shapes as the large render's tiles) with one
 style; the large renders' cost is (peak − fixed) / (4096² − 512²) bytes per output pixel.
-`--old` adds the old policy (every style resized to the level's size: `--style-size 4096` for
-this one-level render). Writes benches/results/style-memory-<machine>-<date>.json.
+`--old` adds the old policy with one style (resized to the level's size: `--style-size 4096`
+for this one-level render). Writes benches/results/style-memory-<machine>-<date>.json.
 
     nice -n 5 python benches/style_memory.py --size 4096 --old
 """
@@ -105,9 +105,11 @@ def main() -> None:
         tmp = Path(d)
         make_styles(tmp)
         runs = [(args.fixed, 1, None), (args.size, 1, None), (args.size, 2, None)]
-        if args.old:
-            runs += [(args.size, 1, args.size), (args.size, 2, args.size)]
-        rows = [measure(s, n, args.widths, tmp, ss) for s, n, ss in runs]
+        runs += [(args.size, 1, args.size)] if args.old else []
+        rows = []
+        for s, n, ss in runs:  # each row printed as it comes: the large renders take minutes
+            rows.append(measure(s, n, args.widths, tmp, ss))
+            print(json.dumps(rows[-1]), flush=True)
     fixed = rows[0]["peak_rss_bytes"]
     extra_px = args.size**2 - args.fixed**2
     for r in rows[1:]:

@@ -1,9 +1,9 @@
-"""The README's style-size comparison: a render of Tübingen in a 1024 px Starry Night with the old
-style policy (the style resized to the output's size, `--style-size SIZE` for this one-level
-render) and the new one (the style at its own 1024 px), a 100 % crop of each side by side.
-RANDOM VGG19 weights (narrow by default), a few steps, CPU.
+"""The README's style-size comparison: a render of Tübingen in Starry Night (given at `--style-px`)
+with the old style policy (the style resized to the output's size: `--style-size SIZE` for this
+one-level render) and the new one (the style at its own size), a 100 % crop of each side by
+side. RANDOM VGG19 weights (narrow by default), a few steps, CPU.
 
-    python docs/make_style_crop.py --size 4096 --steps 6   # writes docs/style-size-crop.jpg
+    python docs/make_style_crop.py --size 2048 --style-px 512   # writes docs/style-size-crop.jpg
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ IMAGES = next(
 )
 
 
-def render(size: int, steps: int, widths: tuple[int, ...], style_size: int | None) -> tuple:
+def render(
+    style: np.ndarray, size: int, steps: int, widths: tuple[int, ...], style_size: int | None
+) -> tuple:
     from hiresnst import RenderConfig, render_with_info
 
     cfg = RenderConfig(
@@ -32,28 +34,31 @@ def render(size: int, steps: int, widths: tuple[int, ...], style_size: int | Non
         steps=steps,
         weights="random",
         init="content",
-        tile=512,
         widths=widths,
         style_size=style_size,
     )
     t0 = time.perf_counter()
-    result = render_with_info(IMAGES / "tubingen.jpg", [IMAGES / "starry_night.jpg"], cfg)
+    result = render_with_info(IMAGES / "tubingen.jpg", [style], cfg)
     return result.image, time.perf_counter() - t0, result.info["levels"][-1]["loss_last"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--size", type=int, default=4096)
+    ap.add_argument("--size", type=int, default=2048)
+    ap.add_argument("--style-px", type=int, default=512, help="the style's long edge as given")
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--widths", default="16,32,64,128,128")
     ap.add_argument("--crop", type=int, default=448, help="side of each 100 % crop in px")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "style-size-crop.jpg")
     args = ap.parse_args()
     widths = tuple(int(w) for w in args.widths.split(","))
-    style_long = max(Image.open(IMAGES / "starry_night.jpg").size)
+    img = Image.open(IMAGES / "starry_night.jpg").convert("RGB")
+    k = args.style_px / max(img.size)
+    img = img.resize((round(img.width * k), round(img.height * k)), Image.LANCZOS)
+    style = np.asarray(img, np.float32) / 255
     runs = {}
     for name, style_size in (("old", args.size), ("new", None)):
-        image, seconds, loss = render(args.size, args.steps, widths, style_size)
+        image, seconds, loss = render(style, args.size, args.steps, widths, style_size)
         runs[name] = (image, seconds, loss)
         print(json.dumps({"policy": name, "seconds": round(seconds, 1), "loss": loss}))
     h, w = runs["new"][0].shape[:2]
@@ -68,7 +73,7 @@ def main() -> None:
         text = (
             f"old: style resized to {args.size} px"
             if name == "old"
-            else f"new: style at its own {style_long} px"
+            else f"new: style at its own {args.style_px} px"
         )
         draw.text((i * (c + gap) + 4, 5), text, fill="black")
     sheet.save(args.out, quality=88)
