@@ -78,8 +78,8 @@ def main() -> None:
         draw.text((i * (c + gap) + 4, 5), text, fill="black")
     sheet.save(args.out, quality=88)
     print(
-        f"wrote {args.out} ({args.out.stat().st_size // 1024} KB): {args.size} px render, "
-        f"{args.steps} steps, widths {args.widths}, random weights"
+        f"wrote {args.out} ({args.out.stat().st_size // 1024} KB): {args.size} px render of a "
+        f"{args.style_px} px style, {args.steps} steps, widths {args.widths}, random weights"
     )
 
 
