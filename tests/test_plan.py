@@ -64,6 +64,20 @@ def test_a_render_that_cannot_fit_fails_before_any_work(images, capsys):
     assert time.monotonic() - start < 30  # no render started: seconds, not hours
 
 
+def test_a_render_whose_state_does_not_fit_on_disk_fails_before_any_work(
+    images, capsys, monkeypatch
+):
+    """With --state-dir the state goes to disk and the styles stay at their own size (not the
+    level's 75 GB), so the RAM fits and the disk decides."""
+    monkeypatch.setattr("hiresnst.plan._free_disk", lambda path: 50e9)
+    argv = _argv(images, "--size", "100000", "--weights", "random", "-q")
+    code = main([*argv, "--state-dir", str(images / "state")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "needs 247.5 GB free and has 50.0 GB" in err[0] and "another disk" in err[0]
+    assert not (images / "o.png").exists()
+
+
 def test_planning_for_another_device():
     config = RenderConfig(size=8192, weights="random", device_memory=80e9)
     small = RenderConfig(size=8192, weights="random", device_memory=8e9)
