@@ -10,6 +10,7 @@ style; the large renders' cost is (peak − fixed) / (4096² − 512²) bytes pe
 for this one-level render). Writes benches/results/style-memory-<machine>-<date>.json.
 
     nice -n 5 python benches/style_memory.py --size 4096 --old
+    nice -n 5 python benches/style_memory.py --size 4096 --timing   # style targets' seconds
 """
 
 from __future__ import annotations
@@ -60,6 +61,33 @@ def child(args: argparse.Namespace) -> dict:
     return {"render_peak_bytes": render_peak, "seconds": round(time.perf_counter() - t0, 1)}
 
 
+def style_seconds(size: int, widths: str, tmp: Path, rounds: int = 2) -> dict[str, list[float]]:
+    """Seconds to make one level's style targets (`render.prepare_level`: a host-resident
+    level's Gram sums, tile by tile) with the style at its own 1024 px (new) and resized to
+    the level (old), interleaved in one process so that the machine's load hits both alike;
+    the first round includes compiling."""
+    from hiresnst import RenderConfig
+    from hiresnst.render import prepare_level
+
+    out: dict[str, list[float]] = {"new": [], "old": []}
+    for _ in range(rounds):
+        for name, style_size in (("new", None), ("old", size)):
+            cfg = RenderConfig(
+                width=size,
+                height=size,
+                steps=1,
+                weights="random",
+                tile=512,
+                state="host",
+                widths=tuple(int(w) for w in widths.split(",")),
+                style_size=style_size,
+            )
+            t0 = time.perf_counter()
+            prepare_level(IMAGES / "tubingen.jpg", [tmp / STYLES[0]], cfg)
+            out[name].append(round(time.perf_counter() - t0, 1))
+    return out
+
+
 def make_styles(tmp: Path) -> None:
     """The shared styles at a 1024 px long edge (`the_scream` is 1528 px as shared)."""
     from PIL import Image
@@ -90,6 +118,9 @@ def main() -> None:
     ap.add_argument("--fixed", type=int, default=512)
     ap.add_argument("--widths", default=",".join(map(str, NARROW)))
     ap.add_argument("--old", action="store_true", help="also the old policy (styles at --size)")
+    ap.add_argument(
+        "--timing", action="store_true", help="only time the style targets, new vs old policy"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benches" / "results")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--styles", type=int, default=1, help=argparse.SUPPRESS)
@@ -101,20 +132,32 @@ def main() -> None:
         row["peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         print(json.dumps(row))
         return
+    machine = f"{platform.system()}-{platform.machine()}-cpu{os.cpu_count()}".lower()
+    args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         make_styles(tmp)
-        runs = [(args.fixed, 1, None), (args.size, 1, None), (args.size, 2, None)]
-        runs += [(args.size, 1, args.size)] if args.old else []
-        rows = []
-        for s, n, ss in runs:  # each row printed as it comes: the large renders take minutes
-            rows.append(measure(s, n, args.widths, tmp, ss))
-            print(json.dumps(rows[-1]), flush=True)
+        if args.timing:
+            seconds = style_seconds(args.size, args.widths, tmp)
+        else:
+            runs = [(args.fixed, 1, None), (args.size, 1, None), (args.size, 2, None)]
+            runs += [(args.size, 1, args.size)] if args.old else []
+            rows = []
+            for s, n, ss in runs:  # each row printed as it comes: the large renders take minutes
+                rows.append(measure(s, n, args.widths, tmp, ss))
+                print(json.dumps(rows[-1]), flush=True)
+    if args.timing:
+        report = {"machine": machine, "cpu": _cpu_name(), "weights": "random", "size": args.size}
+        report |= {"widths": args.widths, "tile": 512, "style_target_seconds": seconds}
+        path = args.out / f"style-seconds-{machine}-{dt.date.today()}.json"
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"style targets at {args.size}², random weights, widths {args.widths}: {seconds}")
+        print(f"wrote {path}")
+        return
     fixed = rows[0]["peak_rss_bytes"]
     extra_px = args.size**2 - args.fixed**2
     for r in rows[1:]:
         r["bytes_per_pixel_over_fixed"] = round((r["peak_rss_bytes"] - fixed) / extra_px, 1)
-    machine = f"{platform.system()}-{platform.machine()}-cpu{os.cpu_count()}".lower()
     report = {
         "machine": machine,
         "cpu": _cpu_name(),
@@ -124,7 +167,6 @@ def main() -> None:
         "fixed": {"size": args.fixed, "peak_rss_bytes": fixed},
         "results": rows,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"style-memory-{machine}-{dt.date.today()}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"host-resident, tile 512, 1 step, random weights, widths {args.widths}")
