@@ -458,8 +458,9 @@ def write_image(
     comment and EXIF ImageDescription, TIFF ImageDescription; see `read_metadata`); `dpi` goes to
     PNG pHYs, JPEG density or TIFF resolution. PNG (8 or 16 bits) and TIFF are streamed from
     `image` a few rows or tiles at a time (own PNG encoder: Pillow cannot write 16-bit RGB PNG
-    and copies the whole image); JPEG is quantised whole for Pillow. The file is written to a hidden temporary file in the same
-    directory, fsynced and renamed over `path`, so `path` is either complete or untouched.
+    and copies the whole image); JPEG is quantised whole for Pillow. The file is written to a
+    hidden temporary file in the same directory, fsynced and renamed over `path`, so `path` is
+    either complete or untouched.
     """
     name = os.fspath(path)
     arr = np.asarray(image)
