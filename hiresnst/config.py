@@ -219,7 +219,16 @@ class RenderConfig:
         cli_type=str,
         parse=lambda t: parse_floats(t, "--style-blend"),
     )
-    style_scale: float = setting(1.0, "Style image size relative to the output.")
+    style_scale: float = setting(
+        1.0,
+        "Style image size relative to each level (never above the style's own size; see "
+        "--style-size).",
+    )
+    style_size: int | None = setting(
+        None,
+        "Long edge of the styles in px, the same at every level (default: the level's long "
+        "edge × --style-scale, at most the style image's own).",
+    )
     tile: int | None = setting(
         None, "Tile core in px (0 = untiled; default: chosen from device memory).", image=False
     )
@@ -371,11 +380,10 @@ class RenderConfig:
                 )
         if self.learning_rate == 0 or self.style_scale == 0:
             raise UserError("--learning-rate and --style-scale must be greater than 0")
-        long_edge = max(self.width or 0, self.height or 0) or self.size
-        if long_edge * self.style_scale > MAX_SIZE:
+        if self.style_size is not None and not 0 < self.style_size <= MAX_SIZE:
             raise UserError(
-                f"--style-scale {self.style_scale} would resize the style to "
-                f"{long_edge * self.style_scale:.0f} px, beyond {MAX_SIZE} px"
+                f"--style-size must be a positive long edge up to {MAX_SIZE} px, "
+                f"got {self.style_size}"
             )
         _choice("--optimizer", self.optimizer, OPTIMIZERS)
         if self.init not in INITS and not Path(self.init).suffix:

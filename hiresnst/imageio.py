@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import tifffile
-from PIL import Image, ImageCms, ImageFile, ImageOps, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
 from hiresnst import leftovers
 from hiresnst.config import DEFAULT_MAX_PIXELS
@@ -456,9 +456,11 @@ def write_image(
     Values are clipped and rounded to the nearest level; NaN becomes 0 so a broken render is
     still written and visible. `metadata` is stored as sorted-key JSON (PNG iTXt "hiresnst", JPEG
     comment and EXIF ImageDescription, TIFF ImageDescription; see `read_metadata`); `dpi` goes to
-    PNG pHYs, JPEG density or TIFF resolution. 16-bit output: PNG (own encoder, as Pillow cannot
-    write 16-bit RGB PNG) or TIFF. The file is written to a hidden temporary file in the same
-    directory, fsynced and renamed over `path`, so `path` is either complete or untouched.
+    PNG pHYs, JPEG density or TIFF resolution. PNG (8 or 16 bits) and TIFF are streamed from
+    `image` a few rows or tiles at a time (own PNG encoder: Pillow cannot write 16-bit RGB PNG
+    and copies the whole image); JPEG is quantised whole for Pillow. The file is written to a
+    hidden temporary file in the same directory, fsynced and renamed over `path`, so `path` is
+    either complete or untouched.
     """
     name = os.fspath(path)
     arr = np.asarray(image)
@@ -476,12 +478,16 @@ def write_image(
         def write(fh: BinaryIO) -> None:
             _encode_tiff(fh, arr, bit_depth, text, dpi)
 
-    else:
-        data = quantize(arr, bit_depth)
-        encoder = {"png": _encode_png, "jpeg": _encode_jpeg}[fmt]
+    elif fmt == "png":  # streamed too: rows quantised, filtered and compressed as they go
 
         def write(fh: BinaryIO) -> None:
-            encoder(fh, data, text, dpi, quality)
+            _encode_png(fh, arr, bit_depth, text, dpi)
+
+    else:  # Pillow's JPEG encoder takes a whole image (JPEG sides are at most 65,500 px)
+        data = quantize(arr, bit_depth)
+
+        def write(fh: BinaryIO) -> None:
+            _encode_jpeg(fh, data, text, dpi, quality)
 
     try:
         atomic_write(name, write)
@@ -542,30 +548,22 @@ def atomic_write(name: str, write: Callable[[BinaryIO], None]) -> None:
 
 
 def _encode_png(
-    fh: BinaryIO, data: np.ndarray, text: str | None, dpi: float | None, quality: int
+    fh: BinaryIO, arr: np.ndarray, bit_depth: int, text: str | None, dpi: float | None
 ) -> None:
-    if data.dtype == np.uint16:
-        _write_png16(fh, data, text, dpi)
-        return
-    info = PngImagePlugin.PngInfo()
-    info.add_text("Software", SOFTWARE)
-    if text is not None:
-        info.add_itxt(METADATA_KEY, text)
-    extra = {"dpi": (dpi, dpi)} if dpi else {}
-    Image.fromarray(data).save(fh, format="PNG", pnginfo=info, icc_profile=srgb_icc(), **extra)
-
-
-def _write_png16(fh: BinaryIO, data: np.ndarray, text: str | None, dpi: float | None) -> None:
-    """Minimal 16-bit RGB PNG encoder (Paeth filter on every row, zlib level 6, 1 MiB IDATs)."""
+    """Minimal RGB PNG encoder for float rows (8 or 16 bits; Paeth filter on every row, zlib
+    level 6, 1 MiB IDATs): rows are quantised a chunk at a time, so a gigapixel image (or the
+    host state's memory-mapped array) is never copied whole, as Pillow's encoder would (4 bytes
+    a pixel, beside the 8-bit copy it is given)."""
 
     def chunk(tag: bytes, body: bytes) -> None:
         fh.write(struct.pack(">I", len(body)) + tag)
         fh.write(body)
         fh.write(struct.pack(">I", zlib.crc32(body, zlib.crc32(tag))))
 
-    height, width = data.shape[:2]
+    height, width = arr.shape[:2]
+    bpp = 3 * bit_depth // 8  # bytes per pixel
     fh.write(b"\x89PNG\r\n\x1a\n")
-    chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+    chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, 2, 0, 0, 0))
     if dpi:
         ppm = round(dpi / 0.0254)
         chunk(b"pHYs", struct.pack(">IIB", ppm, ppm, 1))
@@ -575,11 +573,13 @@ def _write_png16(fh: BinaryIO, data: np.ndarray, text: str | None, dpi: float | 
         chunk(b"iTXt", METADATA_KEY.encode("latin-1") + b"\0\0\0\0\0" + text.encode("utf-8"))
     compressor = zlib.compressobj(6)
     pending = bytearray()
-    prev = np.zeros(width * 6, np.uint8)
-    step = max(1, _CHUNK_ELEMENTS // (width * 6))
+    prev = np.zeros(width * bpp, np.uint8)
+    step = max(1, _CHUNK_ELEMENTS // (width * bpp))
     for r in range(0, height, step):
-        raw = data[r : r + step].astype(">u2").view(np.uint8).reshape(-1, width * 6)
-        pending += compressor.compress(_paeth_filter(raw, prev))
+        levels = quantize(arr[r : r + step], bit_depth)
+        raw = levels.astype(">u2", copy=False) if bit_depth == 16 else levels
+        raw = raw.view(np.uint8).reshape(-1, width * bpp)
+        pending += compressor.compress(_paeth_filter(raw, prev, bpp))
         prev = raw[-1]
         if len(pending) >= 1 << 20:
             chunk(b"IDAT", bytes(pending))
@@ -707,8 +707,25 @@ def write_preview(
     """A downscaled JPEG beside a large output, for viewers that cannot open the original."""
     h, w = image.shape[:2]
     scale = min(1.0, side / max(h, w))
-    small = Image.fromarray(quantize(image, 8))
+    small = Image.fromarray(quantize(_box_reduced(image, max(1, max(h, w) // side)), 8))
     small = small.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.LANCZOS)
     out = preview_path(path)
     write_image(out, np.asarray(small, np.float32) / 255.0, quality=90)
+    return out
+
+
+def _box_reduced(image: np.ndarray, k: int) -> np.ndarray:
+    """`image` averaged over k×k blocks (edge rows and columns past a whole block dropped), a
+    band of rows at a time: a gigapixel output's preview needs no full-size copy."""
+    if k == 1:
+        return image
+    h, w = image.shape[:2]
+    ky, kx = min(k, h), min(k, w)
+    hh, ww = h // ky, w // kx
+    out = np.empty((hh, ww, image.shape[2]), np.float32)
+    band = max(1, 4 * _CHUNK_ELEMENTS // (ky * ww * kx * image.shape[2]))
+    for r in range(0, hh, band):
+        n = min(band, hh - r)
+        block = np.asarray(image[r * ky : (r + n) * ky, : ww * kx], np.float32)
+        out[r : r + n] = block.reshape(n, ky, ww, kx, -1).mean(axis=(1, 3))
     return out

@@ -48,8 +48,14 @@ MIN_DEVICE_TILE = 512
 AVERAGE_BYTES = 12
 #: Host bytes per pixel of a host-resident level (see `streaming.BYTES_PER_PIXEL`).
 HOST_STATE_BYTES = 33
-#: A float32 RGB copy, per pixel: a style resized to its level size, a level's start image.
+#: A float32 RGB copy, per pixel: an input as loaded, a style at its level's style size, a
+#: level's start image.
 IMAGE_BYTES = 12
+#: By default a style is never resized beyond its own long edge times this. Upsampling adds no
+#: brushwork: the fine layers (conv1_1, conv2_1) would describe the blur of an enlarged
+#: painting, and every level would pay a forward pass over it (a 100000 px render resized each
+#: style to 100000 px: 75 GB of float32 before the first step). `--style-size` overrides it.
+STYLE_UPSAMPLE_LIMIT = 1.0
 #: Resident memory of the process before any pixel: Python, JAX and XLA's runtime and
 #: compiled programs (measured with `benches/memory.py`: see the README).
 BASE_BYTES = 0.9e9
@@ -124,7 +130,8 @@ class RenderPlan:
 
     def table(self) -> str:
         """A plain-text table of the levels, with the machine and totals."""
-        head = ("level", "size", "steps", "where", "tiles", "device GB", "host GB", "TFLOP")
+        head = ("level", "size", "styles", "steps", "where", "tiles", "device GB", "host GB")
+        head = (*head, "TFLOP")
         rows = [head]
         for lv in self.levels:
             tiles = f"{lv.tiles}×{lv.tile}+{lv.halo}" if lv.tile else "untiled"
@@ -132,6 +139,7 @@ class RenderPlan:
                 (
                     str(lv.index),
                     f"{lv.hw[1]}×{lv.hw[0]}",
+                    ",".join(f"{w}×{h}" for h, w in lv.style_hw),
                     str(lv.steps),
                     lv.residency,
                     tiles,
@@ -162,7 +170,7 @@ class RenderPlan:
             where = f"level {lv.index} ({lv.hw[1]}×{lv.hw[0]} px)"
             if lv.host_bytes > self.host_memory:
                 hint = (
-                    "lower --size, or --style-scale"
+                    "lower --size, --tile or --style-size"
                     if lv.host and state_dir
                     else "pass --state-dir DIR to keep the image state on disk, or lower --size"
                 )
@@ -213,14 +221,16 @@ def make_render_plan(
     smallest = round_up(config.tile or MIN_DEVICE_TILE, align)
     overlap = spec.halo if config.overlap is None else round_up(config.overlap, align)
     min_window = (smallest + 2 * overlap) ** 2 * config.tile_batch * bpp
+    # the inputs as loaded (float32 at their own sizes) stay in RAM for the whole render
+    inputs_bytes = sum(a * b for a, b in (content_hw, *style_hws)) * IMAGE_BYTES
     levels = []
     for i, (long_edge, n) in enumerate(zip(sizes, steps, strict=True)):
         hw = output_shape(final_hw, long_edge)
         _check_size(hw, "the image at this level", spec)
-        s_long = max(1, round(long_edge * config.style_scale))
-        shws = tuple(output_shape(s, s_long) for s in style_hws)
+        shws = tuple(style_shape(s, long_edge, config, align) for s in style_hws)
+        hint = "raise --style-size" if config.style_size else None
         for shw in shws:
-            _check_size(shw, "a resized style image", spec)
+            _check_size(shw, "a resized style image", spec, hint)
         px = hw[0] * hw[1]
         host = config.state == "host" or (
             config.state == "auto" and not device_fits(px, per_px, min_window, device_memory)
@@ -242,6 +252,8 @@ def make_render_plan(
         else:
             tiles, batch, halo = 1, 1, 0
             window_bytes = hw[0] * hw[1] * bpp
+        # the styles at this level's style size, each resized once; on the device too while
+        # their targets are made (a host-resident level streams their tiles instead)
         styles_bytes = sum(a * b for a, b in shws) * IMAGE_BYTES
         if host:
             device_bytes = window_bytes
@@ -249,11 +261,13 @@ def make_render_plan(
             disk = state if config.state_dir else 0.0
             level_host = (0 if disk else state) + (tile + 2 * halo) * hw[1] * IMAGE_BYTES
         else:
-            device_bytes = window_bytes + px * per_px
+            device_bytes = window_bytes + px * per_px + styles_bytes
             disk, level_host = 0.0, px * IMAGE_BYTES  # the level's start, before it moves over
         if not host and not tile:  # an untiled level takes its style targets in one pass
             device_bytes = max(device_bytes, max(a * b for a, b in shws) * bpp / 2)
-        host_bytes = BASE_BYTES + weights_bytes + level_host + styles_bytes
+        # a tiled level's style targets go tile by tile through windows no larger than the
+        # step's (forward only), so `window_bytes` covers them
+        host_bytes = BASE_BYTES + weights_bytes + inputs_bytes + level_host + styles_bytes
         if host and spec.masked:  # the mask pyramids live on the device (`device_bytes_…`)
             device_bytes += px * _mask_bytes(len(shws))
         if platform == "cpu":  # the CPU backend's device memory is this process's RAM
@@ -376,12 +390,33 @@ def _count(hw: tuple[int, int], tile: int) -> int:
     return -(-hw[0] // tile) * -(-hw[1] // tile)
 
 
-def _check_size(hw: tuple[int, int], what: str, spec: Any) -> None:
+def style_shape(
+    style_hw: tuple[int, int], level_long: int, config: RenderConfig, align: int
+) -> tuple[int, int]:
+    """A style's (H, W) at a level whose long edge is `level_long`.
+
+    `--style-size` fixes the long edge at every level (the user chose the brushwork's scale).
+    Otherwise it follows the level × `--style-scale`, but is at most the style's own long edge
+    × `STYLE_UPSAMPLE_LIMIT` (or the least that gives the network its `align` px on the short
+    side, for a tiny style): the statistics then cost at most one pass over the style as given,
+    whatever the output size."""
+    if config.style_size is not None:
+        return output_shape(style_hw, config.style_size)
+    own = max(1, round(max(style_hw) * STYLE_UPSAMPLE_LIMIT))
+    least = math.ceil(align * max(style_hw) / min(style_hw))
+    while min(output_shape(style_hw, least)) < align:  # rounding of the short side
+        least += 1
+    return output_shape(
+        style_hw, max(1, min(round(level_long * config.style_scale), max(own, least)))
+    )
+
+
+def _check_size(hw: tuple[int, int], what: str, spec: Any, hint: str | None = None) -> None:
     need = 2**spec.levels
     if min(hw) < need:
         raise UserError(
             f"{what} would be {hw[1]}×{hw[0]} px, smaller than the {need} px that "
-            f"{max(spec.outputs, key=LAYERS.index)} needs; raise --size or --min-size"
+            f"{max(spec.outputs, key=LAYERS.index)} needs; {hint or 'raise --size or --min-size'}"
         )
 
 

@@ -276,6 +276,21 @@ def size_below_network_minimum(ws):
     return run_args(ws, "--size", "8")
 
 
+@case(r"--style-size must be a positive long edge up to \d+ px, got 0")
+def style_size_zero(ws):
+    return run_args(ws, "--style-size", "0")
+
+
+@case(r"--style-size must be a positive long edge up to \d+ px, got 10000000")
+def style_size_huge(ws):
+    return run_args(ws, "--style-size", "10000000")
+
+
+@case("a resized style image would be 8×8 px.*raise --style-size")
+def style_size_below_network_minimum(ws):
+    return run_args(ws, "--style-size", "8")
+
+
 @case("--steps must be ≥ 0")
 def steps_negative(ws):
     return run_args(ws, "--steps", "-1")

@@ -323,6 +323,19 @@ def test_png16_round_trip_with_independent_decoder(tmp_path, monkeypatch):
         np.testing.assert_array_equal(np.asarray(img), decoded >> 8)
 
 
+def test_png8_is_streamed_in_row_chunks(tmp_path, monkeypatch):
+    """8-bit PNGs go through the same row-streaming encoder (no full-size copy of a gigapixel
+    output); rows carry the Paeth filter's context over chunk boundaries."""
+    monkeypatch.setattr(imageio, "_CHUNK_ELEMENTS", 80)  # 2-row chunks
+    path = tmp_path / "out8.png"
+    image = _image(9, 13)
+    imageio.write_image(path, image, metadata=META, dpi=600)
+    with Image.open(path) as img:
+        assert img.mode == "RGB" and img.info["icc_profile"] == imageio.srgb_icc()
+        np.testing.assert_array_equal(np.asarray(img), _quantised(image, 255))
+    assert imageio.read_metadata(path) == META
+
+
 def test_jpeg_round_trip(tmp_path):
     path = tmp_path / "out.JPG"
     image = np.full((24, 32, 3), 0.5, np.float32)
@@ -443,7 +456,7 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch, name, exc):
     fail = _write_then_raise(exc)
     monkeypatch.setattr(Image.Image, "save", lambda self, fp, *a, **k: fail(fp))
     monkeypatch.setattr(tifffile, "imwrite", fail)
-    monkeypatch.setattr(imageio, "_write_png16", fail)
+    monkeypatch.setattr(imageio, "_encode_png", fail)
     bit_depth = 16 if "16" in name else 8
     with pytest.raises(type(exc)):
         imageio.write_image(tmp_path / name, _image(), bit_depth=bit_depth)
@@ -454,7 +467,7 @@ def test_failed_overwrite_keeps_old_file_and_os_errors_are_user_errors(tmp_path,
     path = tmp_path / "out.png"
     path.write_bytes(b"previous render")
     fail = _write_then_raise(OSError(28, "No space left on device"))
-    monkeypatch.setattr(Image.Image, "save", lambda self, fp, *a, **k: fail(fp))
+    monkeypatch.setattr(imageio, "_encode_png", fail)
     with pytest.raises(UserError) as excinfo:
         imageio.write_image(path, _image())
     _assert_user_error(excinfo, str(path), "No space left")
@@ -468,13 +481,13 @@ def test_temp_file_is_hidden_in_the_same_directory(tmp_path, monkeypatch):
 
     def spy(self, fp, *args, **kwargs):
         seen.extend(os.listdir(tmp_path))
-        assert kwargs["format"] == "PNG"  # the .tmp suffix cannot choose the format
+        assert kwargs["format"] == "JPEG"  # the .tmp suffix cannot choose the format
         return real_save(self, fp, *args, **kwargs)
 
     monkeypatch.setattr(Image.Image, "save", spy)
-    imageio.write_image(tmp_path / "out.png", _image())
-    assert len(seen) == 1 and seen[0].startswith(".out.png.") and seen[0].endswith(".tmp")
-    assert os.listdir(tmp_path) == ["out.png"]
+    imageio.write_image(tmp_path / "out.jpg", _image())
+    assert len(seen) == 1 and seen[0].startswith(".out.jpg.") and seen[0].endswith(".tmp")
+    assert os.listdir(tmp_path) == ["out.jpg"]
 
 
 # ------------------------------------------------------------------------ check_output_path

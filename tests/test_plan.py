@@ -18,6 +18,7 @@ from PIL import Image
 
 from hiresnst.cli import main
 from hiresnst.config import RenderConfig
+from hiresnst.errors import UserError
 from hiresnst.layers import DEFAULT_WIDTHS
 from hiresnst.plan import DEVICE_FILL, MIN_DEVICE_TILE, make_render_plan, physical_memory
 
@@ -62,6 +63,20 @@ def test_a_render_that_cannot_fit_fails_before_any_work(images, capsys):
     code = main(_argv(images, "--size", "100000", "--weights", "random", "-q"))
     assert code == 2 and not (images / "o.png").exists()
     assert time.monotonic() - start < 30  # no render started: seconds, not hours
+
+
+def test_a_render_whose_state_does_not_fit_on_disk_fails_before_any_work(
+    images, capsys, monkeypatch
+):
+    """With --state-dir the state goes to disk and the styles stay at their own size (not the
+    level's 75 GB), so the RAM fits and the disk decides."""
+    monkeypatch.setattr("hiresnst.plan._free_disk", lambda path: 50e9)
+    argv = _argv(images, "--size", "100000", "--weights", "random", "-q")
+    code = main([*argv, "--state-dir", str(images / "state")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "needs 247.5 GB free and has 50.0 GB" in err[0] and "another disk" in err[0]
+    assert not (images / "o.png").exists()
 
 
 def test_planning_for_another_device():
@@ -145,3 +160,64 @@ def test_resume_with_another_tile_batch_and_device_count(images):
     with Image.open(images / "o.png") as im:
         resumed = np.asarray(im).astype(np.float64)
     assert np.abs(resumed - full).mean() / 65535 < 1e-3
+
+
+def _style_sizes(config: RenderConfig, style_hw: tuple[int, int]) -> list[tuple[int, int]]:
+    plan = make_render_plan(
+        config, (768, 1024), [style_hw], NARROW, devices=1, device_memory=80e9, host_memory=1e12
+    )
+    return [lv.style_hw[0] for lv in plan.levels]
+
+
+def test_style_sizes_follow_the_level_up_to_the_styles_own_size():
+    """By default a style follows the level (× --style-scale) but is never upsampled beyond
+    its own size, so a print-sized render costs no more style work than the style holds."""
+    big = RenderConfig(size=4096, scales=3, min_size=512, weights="random")
+    assert _style_sizes(big, (640, 1024)) == [(320, 512), (640, 1024), (640, 1024)]
+    scaled = RenderConfig(size=4096, scales=3, min_size=512, style_scale=0.25)
+    assert _style_sizes(scaled, (640, 1024)) == [(80, 128), (226, 362), (640, 1024)]
+    # a style smaller than the network's alignment is enlarged only as far as it needs
+    assert _style_sizes(RenderConfig(size=256), (8, 12)) == [(16, 24)]
+
+
+def test_style_size_fixes_the_style_at_every_level():
+    config = RenderConfig(size=4096, scales=3, min_size=512, style_size=300)
+    assert _style_sizes(config, (640, 1024)) == [(188, 300)] * 3
+    upsampled = RenderConfig(size=512, style_size=2048)  # the user's choice, beyond the style's
+    assert _style_sizes(upsampled, (640, 1024)) == [(1280, 2048)]
+
+
+def test_the_plan_counts_the_styles_at_their_bounded_size():
+    """A 1024 px style costs the same RAM in a 4096 px render as in a 2048 px one, beyond the
+    level's own state (the old policy resized it to every level's size)."""
+    plans = [
+        make_render_plan(
+            RenderConfig(size=s, state="host", tile=512),
+            (768, 1024),
+            [(640, 1024)] * n,
+            NARROW,
+            devices=1,
+            device_memory=80e9,
+            host_memory=1e12,
+        )
+        for s in (2048, 4096)
+        for n in (1, 2)
+    ]
+    one_2k, two_2k, one_4k, two_4k = (p.levels[-1].host_bytes for p in plans)
+    assert two_4k - one_4k == two_2k - one_2k == 2 * 640 * 1024 * 12  # loaded + resized copy
+    assert "1024×640,1024×640" in plans[3].table()
+
+
+def test_style_size_is_validated():
+    for bad in (0, -5, 10**6):
+        with pytest.raises(UserError, match="--style-size must be a positive long edge"):
+            RenderConfig(style_size=bad).validate(1)
+    with pytest.raises(UserError, match="raise --style-size"):
+        make_render_plan(
+            RenderConfig(style_size=8),
+            (48, 64),
+            [(40, 40)],
+            NARROW,
+            devices=1,
+            device_memory=8e9,
+        )
