@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -55,6 +56,40 @@ from .tiling import TileGrid
 BYTES_PER_PIXEL = 12 + 6 + 12 + 3
 #: Adam updates this many pixels of rows at a time, so its temporaries stay small at any width.
 ROW_CHUNK_PIXELS = 1 << 18
+
+
+@dataclass
+class StepTimes:
+    """Where one host-resident step's wall time goes, in seconds by part: `gather` (window
+    copies out of the host arrays), `transfer` (windows to the device, results back),
+    `dispatch` (launching the device's work), `device` (the host waiting for the device),
+    `band` (adding tile gradients into the band of rows), `adam`, `trim` (heap trims), and
+    `total`. Passed through a step rather than kept globally, so that concurrent renders and
+    the bench each get their own; what is not `device` is host time the device does not hide.
+    """
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - t)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    @property
+    def device(self) -> float:
+        """Seconds the host waited for the device."""
+        return self.seconds.get("device", 0.0)
+
+    @property
+    def host(self) -> float:
+        """The rest of the step's wall time: host work the device did not hide."""
+        return max(0.0, self.seconds.get("total", 0.0) - self.device)
 
 
 def _alloc(state_dir: Path | None, name: str, shape, dtype) -> np.ndarray:
@@ -207,23 +242,30 @@ def host_grams(
     image: np.ndarray,
     on_tile: Callable[[str, int, int], None] | None = None,
     padded: dict | None = None,
+    times: StepTimes | None = None,
 ) -> dict[str, jax.Array]:
     """Σ f fᵀ of each style layer over a host-resident image, one batch of windows at a time
     (with `padded` masks, `objective.padded_masks`: Σ m_s f fᵀ per style)."""
     names = tuple(n for n, _ in spec.style_layers)
     if not names:  # MRF alone: no Gram term
         return {}
+    t = times or StepTimes()
     origins = grid.origins()
     styles = None if padded is None else padded["n_styles"]
     grams = zeros_grams(spec, names, styles)
     masks = _device_masks(padded)
     done = 0
     for idx, pad, live in _batches(np.arange(len(origins)), batch):
-        wins = _windows(image, grid, origins[pad])
-        part = _gram_batch(params, spec, grid, wins, origins[pad], live, masks)
-        grams = {k: grams[k] + part[k] for k in grams}
+        with t.part("gather"):
+            wins = _windows(image, grid, origins[pad])
+        with t.part("transfer"):
+            wins = jax.device_put(wins)
+        with t.part("dispatch"):
+            part = _gram_batch(params, spec, grid, wins, origins[pad], live, masks)
+            grams = {k: grams[k] + part[k] for k in grams}
         done += len(idx)
-        trim_heap()
+        with t.part("trim"):
+            trim_heap()
         if on_tile:
             on_tile("pass 1", done, len(origins))
     return grams
@@ -278,12 +320,15 @@ def host_gradient(
     content: np.ndarray,
     on_rows: Callable[[slice, np.ndarray], None],
     on_tile: Callable[[str, int, int], None] | None = None,
+    times: StepTimes | None = None,
 ) -> tuple[float, dict[str, float]]:
     """The whole-image objective's gradient at host image `x`, handed to `on_rows(rows, grad)`
     band by band as soon as those rows' gradient is final. `on_rows` may update `x[rows]` in
-    place: later windows never read those rows again.
+    place: later windows never read those rows again. `times` collects where the wall time
+    goes (`StepTimes`).
 
     Returns the loss (at `x` before any update) and its terms."""
+    t = times or StepTimes()
     origins = grid.origins()
     n = len(origins)
     h, size = grid.halo, grid.window
@@ -295,8 +340,9 @@ def host_gradient(
     def windows(arr, idx):
         return _windows(arr, grid, origins[idx])
 
-    grams = host_grams(params, spec, grid, batch, x, on_tile, padded)
-    style = float(style_value(spec, grams, style_t, counts)) if grams else 0.0
+    grams = host_grams(params, spec, grid, batch, x, on_tile, padded, t)
+    with t.part("device"):
+        style = float(style_value(spec, grams, style_t, counts)) if grams else 0.0
     cot = style_cotangents(spec, grams, style_t, counts) if grams else {}
     masks = _device_masks(padded)
 
@@ -309,40 +355,52 @@ def host_gradient(
     for row in range(grid.ny):
         row_idx = np.arange(row * grid.nx, (row + 1) * grid.nx)
         for idx, pad, live in _batches(row_idx, batch):
-            g, c, tv, mrf = _grad_batch(
-                params,
-                spec,
-                grid,
-                windows(x, pad),
-                windows(content, pad),
-                origins[pad],
-                live,
-                cot,
-                masks,
-                mrf_t,
-            )
-            content_sum += float(c)
-            tv_sum += float(tv)
-            mrf_sum += float(mrf)
-            g = np.asarray(g)
-            for k, tile in enumerate(idx):
-                left = origins[tile][1] - h
-                x0, x1 = max(left, 0), min(left + size, width)
-                band[:, x0:x1] += g[k, :, x0 - left : x1 - left]
+            with t.part("gather"):
+                wins, content_wins = windows(x, pad), windows(content, pad)
+            with t.part("transfer"):
+                wins, content_wins = jax.device_put((wins, content_wins))
+            with t.part("dispatch"):
+                g, c, tv, mrf = _grad_batch(
+                    params,
+                    spec,
+                    grid,
+                    wins,
+                    content_wins,
+                    origins[pad],
+                    live,
+                    cot,
+                    masks,
+                    mrf_t,
+                )
+            with t.part("device"):
+                jax.block_until_ready((g, c, tv, mrf))
+            with t.part("transfer"):
+                content_sum += float(c)
+                tv_sum += float(tv)
+                mrf_sum += float(mrf)
+                g = np.asarray(g)
+            with t.part("band"):
+                for k, tile in enumerate(idx):
+                    left = origins[tile][1] - h
+                    x0, x1 = max(left, 0), min(left + size, width)
+                    band[:, x0:x1] += g[k, :, x0 - left : x1 - left]
             processed += len(idx)
-            trim_heap()
+            with t.part("trim"):
+                trim_heap()
             if on_tile:
                 on_tile("pass 2", processed, n)
         # Rows above the next tile row's windows are final: hand them on, then slide the band.
         last = row == grid.ny - 1
         upto = grid.height if last else min((row + 1) * grid.tile - h, grid.height)
         if upto > finished:
-            on_rows(slice(finished, upto), band[finished - band_top : upto - band_top])
+            with t.part("adam"):
+                on_rows(slice(finished, upto), band[finished - band_top : upto - band_top])
             finished = upto
         if not last:
-            shift = grid.tile
-            band[:-shift] = band[shift:]
-            band[-shift:] = 0
+            with t.part("band"):
+                shift = grid.tile
+                band[:-shift] = band[shift:]
+                band[-shift:] = 0
             band_top += shift
     terms = {"content": content_sum, "style": style, "tv": tv_sum}
     if spec.mrf_layers:
@@ -360,12 +418,15 @@ def host_adam_step(
     lr: float,
     warmup: int = 0,
     on_tile: Callable[[str, int, int], None] | None = None,
+    times: StepTimes | None = None,
 ) -> tuple[float, dict[str, float]]:
     """One exact Adam step of the whole-image objective with host-resident state, each band of
     rows updated as soon as its gradient is final. Returns the loss before the step and its
-    terms."""
+    terms; `times` gets the step's wall time by part (`StepTimes`)."""
+    t = times or StepTimes()
+    t0 = time.perf_counter()
     state.t += 1
-    return host_gradient(
+    result = host_gradient(
         params,
         spec,
         grid,
@@ -375,4 +436,7 @@ def host_adam_step(
         state.content,
         lambda rows, grad: _adam_rows(state, rows, grad, lr, warmup),
         on_tile,
+        t,
     )
+    t.add("total", time.perf_counter() - t0)
+    return result
