@@ -4,10 +4,13 @@ step time at the same tiles, in ns per pixel-step, with the host step's breakdow
 A one-level render at each size (tile 512, random weights, a narrow VGG19 of 4 channels per
 block so that the convolutions are cheap and the host's share shows), `--state device` and
 `--state host`, each in its own subprocess; the first step (compilation) is left out and the
-median of the other steps' times is taken. The host step's parts come from its progress events
-(`Progress.times`, `streaming.StepTimes`): window gathers, transfers, dispatch, device wait,
-gradient bands, Adam, heap trims. The level's resizes (content and start image into the host
-state) happen once per level, not per step; they are timed on their own.
+median of the other steps' times is taken. `overhead` is the host-resident step time minus
+the device-resident one (the issue's measure); `own` is the host step's time not spent waiting
+for the device (total − device wait, within one process, so less exposed to other load). The
+host step's parts come from its progress events (`Progress.times`, `streaming.StepTimes`):
+window gathers, transfers, dispatch, device wait, gradient bands, Adam, heap trims. The level's
+resizes (content and start image into the host state) happen once per level, not per step;
+they are timed on their own.
 
 `--code DIR` (repeatable) runs the host-resident variant with the `hiresnst` of another checkout
 as well (e.g. `main`), interleaved round by round with this one, so that before and after are
@@ -109,6 +112,8 @@ def summarise(device: list[dict], host: list[dict], size: int) -> dict:
             k: round(ns(statistics.median(r["parts_s"].get(k, 0.0) for r in host), size), 1)
             for k in keys
         }
+        own = statistics.median(r["parts_s"]["total"] - r["parts_s"]["device"] for r in host)
+        out["host_own_ns_per_pixel_step"] = round(ns(own, size), 1)
         out["resize_per_level_ns_per_pixel"] = round(
             ns(statistics.median(r["resize_per_level_s"] for r in host), size), 1
         )
@@ -159,15 +164,17 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"host overhead, ns per pixel-step (random weights, widths {WIDTHS}, tile {args.tile})")
-    head = f"{'size':>6} {'code':<16} {'device':>8} {'host':>8} {'overhead':>9}  breakdown"
+    head = f"{'size':>6} {'code':<16} {'device':>8} {'host':>8} {'overhead':>9} {'own':>7}  parts"
     print(head)
     for s, by_code in results.items():
         for name, r in by_code.items():
             parts = r.get("host_step_parts_ns_per_pixel_step", {})
             brk = " ".join(f"{k} {parts[k]:.0f}" for k in PARTS if k in parts)
+            own = r.get("host_own_ns_per_pixel_step", float("nan"))
             print(
                 f"{s:>6} {name[-16:]:<16} {r['device_ns_per_pixel_step']:>8.1f} "
-                f"{r['host_ns_per_pixel_step']:>8.1f} {r['overhead_ns_per_pixel_step']:>9.1f}  {brk}"
+                f"{r['host_ns_per_pixel_step']:>8.1f} {r['overhead_ns_per_pixel_step']:>9.1f} "
+                f"{own:>7.1f}  {brk}"
             )
 
 
