@@ -238,6 +238,14 @@ def _grad_batch(params, spec, grid, wins, content_wins, origins, live, cot, padd
     return g, c, tv, mrf
 
 
+@partial(jax.jit, static_argnums=(0, 1, 2))
+def _style_terms(spec: LossSpec, height: int, width: int, grams, style_t):
+    """The style term and its cotangents from the whole-image Gram sums, in one dispatch: op
+    by op, they would wait for pass 1's last batches and hold back pass 2's first."""
+    counts = layer_counts(spec, height, width)
+    return style_value(spec, grams, style_t, counts), style_cotangents(spec, grams, style_t, counts)
+
+
 class _Gather:
     """Gathers batches of tile windows out of host arrays into a few reused, aligned buffers:
     one copy per window pixel (no per-window zeroed array, no stack), and the device takes the
@@ -397,15 +405,15 @@ def host_gradient(
     origins = grid.origins()
     n = len(origins)
     h, size = grid.halo, grid.window
-    counts = layer_counts(spec, grid.height, grid.width)
     style_t = style_args(spec, targets, grid.height, grid.width)
     padded = padded_masks(spec, grid, style_t)
     mrf_t = targets.get("mrf")
 
     grams = host_grams(params, spec, grid, batch, x, on_tile, padded, t)
     # Left on the device: pass 2 starts while the last Gram batches still run.
-    style_dev = style_value(spec, grams, style_t, counts) if grams else None
-    cot = style_cotangents(spec, grams, style_t, counts) if grams else {}
+    style_dev, cot = (
+        _style_terms(spec, grid.height, grid.width, grams, style_t) if grams else (None, {})
+    )
     masks = _device_masks(padded)
 
     width = grid.width
