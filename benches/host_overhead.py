@@ -6,7 +6,11 @@ block so that the convolutions are cheap and the host's share shows), `--state d
 `--state host`, each in its own subprocess; the first step (compilation) is left out and the
 median of the other steps' times is taken. `overhead` is the host-resident step time minus
 the device-resident one (the issue's measure); `own` is the host step's time not spent waiting
-for the device (total − device wait, within one process, so less exposed to other load). The
+for the device (total − device wait, within one process, so less exposed to other load);
+`cpu ovh` is the host-resident step's CPU time minus the device-resident one's (all threads),
+`main cpu` the host-resident step's CPU time on the render's own thread (its host work; the
+device's work runs on XLA's threads): CPU time is what other processes on a shared machine
+disturb least. The
 host step's parts come from its progress events (`Progress.times`, `streaming.StepTimes`):
 window gathers, transfers, dispatch, device wait, gradient bands, Adam, heap trims. The level's
 resizes (content and start image into the host state) happen once per level, not per step;
@@ -58,11 +62,12 @@ def child(state: str, size: int, tile: int, steps: int) -> dict:
         style_scale=256 / size,
         init="content",
     )
-    ends: list[tuple[int, float, dict]] = []
+    ends: list[tuple[int, float, dict, float, float]] = []
 
-    def progress(p) -> None:
+    def progress(p) -> None:  # called on the render's (main) thread
         if not p.step_fraction and p.step > 0:
-            ends.append((p.step, time.perf_counter(), dict(p.times)))
+            clocks = (time.process_time(), time.thread_time())
+            ends.append((p.step, time.perf_counter(), dict(p.times), *clocks))
 
     render_with_info(content, [style], cfg, progress=progress)
     # Step k's time: from the event of step k-1 to that of step k (a device level reports each
@@ -72,6 +77,12 @@ def child(state: str, size: int, tile: int, steps: int) -> dict:
     row: dict = {"state": state, "size": size, "steps_timed": len(seconds)}
     row["step_seconds"] = [round(s, 4) for s in seconds]
     row["step_s"] = statistics.median(seconds)
+    # CPU seconds per step, of the whole process and of the main thread (the host's own work:
+    # the device's work runs on XLA's threads): less exposed than wall time to other load.
+    row["cpu_s"] = statistics.median(b[3] - a[3] for a, b in zip(ends[1:], ends[2:], strict=False))
+    row["main_cpu_s"] = statistics.median(
+        b[4] - a[4] for a, b in zip(ends[1:], ends[2:], strict=False)
+    )
     if parts and parts[0]:
         row["parts_s"] = {k: statistics.median(p.get(k, 0.0) for p in parts) for k in parts[0]}
         resize = []
@@ -106,6 +117,12 @@ def summarise(device: list[dict], host: list[dict], size: int) -> dict:
         "device_ns_per_pixel_step": round(ns(dev, size), 1),
         "host_ns_per_pixel_step": round(ns(hst, size), 1),
     }
+    for key, name in (("cpu_s", "cpu"), ("main_cpu_s", "main_thread_cpu")):
+        d = statistics.median(r[key] for r in device)
+        c = statistics.median(r[key] for r in host)
+        out[f"device_{name}_ns_per_pixel_step"] = round(ns(d, size), 1)
+        out[f"host_{name}_ns_per_pixel_step"] = round(ns(c, size), 1)
+        out[f"overhead_{name}_ns_per_pixel_step"] = round(ns(c - d, size), 1)
     if all("parts_s" in r for r in host):
         keys = sorted({k for r in host for k in r["parts_s"]})
         out["host_step_parts_ns_per_pixel_step"] = {
@@ -164,7 +181,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"host overhead, ns per pixel-step (random weights, widths {WIDTHS}, tile {args.tile})")
-    head = f"{'size':>6} {'code':<16} {'device':>8} {'host':>8} {'overhead':>9} {'own':>7}  parts"
+    head = f"{'size':>6} {'code':<16} {'device':>8} {'host':>8} {'overhead':>9} {'own':>7} "
+    head += f"{'cpu ovh':>8} {'main cpu':>8}  parts"
     print(head)
     for s, by_code in results.items():
         for name, r in by_code.items():
@@ -174,7 +192,8 @@ def main() -> None:
             print(
                 f"{s:>6} {name[-16:]:<16} {r['device_ns_per_pixel_step']:>8.1f} "
                 f"{r['host_ns_per_pixel_step']:>8.1f} {r['overhead_ns_per_pixel_step']:>9.1f} "
-                f"{own:>7.1f}  {brk}"
+                f"{own:>7.1f} {r['overhead_cpu_ns_per_pixel_step']:>8.1f} "
+                f"{r['host_main_thread_cpu_ns_per_pixel_step']:>8.1f}  {brk}"
             )
 
 
