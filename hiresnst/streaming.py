@@ -10,9 +10,18 @@ or memory-mapped files under `state_dir`), and tile windows stream to the device
   their final gradient, so Adam updates them there and then. That is exact: later tile rows never
   read those rows again in this step, and they receive no more gradient.
 
+The host keeps the device busy (issue 16 §3): windows are gathered, image and content together,
+into a few reused 64-byte-aligned buffers that the CPU backend takes without a copy; the next
+batch is dispatched before the current one's gradient is read, so the host adds gradients into
+the band and updates rows while the device computes; the loss terms are read once per step;
+Adam on a finished band is launched asynchronously (the CPU backend, whole chunks, no padding
+copies) and written back when the next band comes; the heap is trimmed once per step.
+`StepTimes` records where a step's time goes (host work vs waiting for the device).
+
 Host memory per output pixel: image 12 B (fp32) + Adam's first moment 6 B (bf16, as optax's
-`mu_dtype`) + its second moment 12 B (fp32) + content 3 B (8-bit) = 33 B, plus one band of
-gradient rows (tile + 2·halo rows) and Adam's working rows; nothing else scales with the image.
+`mu_dtype`) + its second moment 12 B (fp32) + content 3 B (8-bit) = 33 B, plus two bands of
+gradient rows (tile + 2·halo rows each: one filling, one being read by Adam), Adam's results
+for one band and a few window buffers; nothing else scales with the image.
 The first moment is bfloat16 on the device path too (`optimize.ADAM_MU_DTYPE`); the one
 difference from it is the content target, made from the level's content quantised to 8 bits
 (as the source photo was), far below what shows in a print.
