@@ -38,6 +38,17 @@ class Progress:
     terms: dict[str, float] = field(default_factory=dict)
     steps_before: int = 0
     image: Callable[[int], Any] | None = None
+    times: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def device_seconds(self) -> float | None:
+        return self.times.get("device", 0.0) if self.times else None
+
+    @property
+    def host_seconds(self) -> float | None:
+        if not self.times:
+            return None
+        return max(0.0, self.times.get("total", 0.0) - self.times.get("device", 0.0))
 
 
 @dataclass
@@ -58,6 +69,7 @@ class Reporter:
     steps_before: int = 0  # optimiser steps of the levels before this one
     terms: dict[str, float] = field(default_factory=dict)
     state: Any = None  # the level's current image (device or host array), for `image`
+    times: dict[str, float] = field(default_factory=dict)  # the last host step's, by part
 
     @classmethod
     def for_level(
@@ -114,5 +126,6 @@ class Reporter:
                     dict(self.terms),
                     self.steps_before,
                     None if self.state is None else self.image,
+                    dict(self.times),
                 )
             )

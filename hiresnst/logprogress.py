@@ -64,6 +64,14 @@ def format_seconds(s: float | None) -> str:
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
 
 
+def format_split(p: Any) -> str:
+    """A host-resident step's wall time split into the host's own work and the time it waited
+    for the device: 'step 2.31s (host 0.47s device 1.84s)'. Host time that is large against the
+    device's means the device idles (gathers, transfers and Adam are not hidden)."""
+    total = p.times.get("total", 0.0)
+    return f"step {total:.2f}s (host {p.host_seconds:.2f}s device {p.device_seconds:.2f}s)"
+
+
 def format_line(p: Any, est: Estimate) -> str:
     """One progress line: where the render is, its loss and terms, speed and time left."""
     step = f"{p.step + p.step_fraction:.2f}" if p.step_fraction else str(p.step)
@@ -75,6 +83,8 @@ def format_line(p: Any, est: Estimate) -> str:
     if p.terms:
         parts.append("(" + " ".join(f"{k} {v:.3g}" for k, v in sorted(p.terms.items())) + ")")
     parts.append("- MP·it/s" if est.mp_rate is None else f"{est.mp_rate:.3g} MP·it/s")
+    if p.times:  # a host-resident level: where its last step's time went
+        parts.append(format_split(p))
     parts.append(f"ETA level {format_seconds(est.eta_level)}")
     if p.levels > 1:
         parts.append(f"render {format_seconds(est.eta_render)} ({est.percent:.1f}%)")

@@ -16,6 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from .logprogress import format_split
 from .render import Progress as Step
 
 
@@ -77,5 +78,7 @@ class RenderProgress:
         if self._last is not None and p.elapsed > self._last[1]:
             per_step = (p.elapsed - self._last[1]) / max(1, p.step - self._last[0])
             rate = f"{1 / per_step:.2f} it/s, {p.size[0] * p.size[1] / 1e6 / per_step:.3f} MP·it/s"
+        if p.times:  # host-resident: the last step's host and device time
+            rate = f"{rate}, {format_split(p)}" if rate else format_split(p)
         self._last = (p.step, p.elapsed)
         self._bar.update(task, completed=p.step, loss=loss, rate=rate)

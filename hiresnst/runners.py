@@ -49,7 +49,7 @@ from .optimize import (
 )
 from .plan import LevelPlan
 from .sharding import host_array, host_scalar, replicate
-from .streaming import HostState, host_adam_step, host_grams
+from .streaming import HostState, StepTimes, host_adam_step, host_grams
 
 
 @dataclass(frozen=True)
@@ -350,6 +350,7 @@ class HostRunner:
         lv, hs = level.plan, state.opt
         report.watch(hs.x)
         for i in range(state.step, lv.steps):
+            times = StepTimes()
             loss, terms = host_adam_step(
                 level.params,
                 level.spec,
@@ -360,7 +361,9 @@ class HostRunner:
                 level.config.learning_rate,
                 lv.warmup,
                 lambda phase, done, n, i=i: report.send(i, _tile_fraction(phase, done, n)),
+                times,
             )
+            report.times = dict(times.seconds)
             report(i + 1, *_scalars(loss, terms))
             now = replace(state, step=i + 1, losses=tuple(report.losses))
             level.check_in(now, lambda now=now: self.arrays(now))

@@ -87,6 +87,8 @@ class LiveState:
                 eta_level=est.eta_level,
                 eta_render=est.eta_render,
                 elapsed=time.time() - self._started,
+                host_seconds=p.host_seconds,
+                device_seconds=p.device_seconds,
             )
             if p.step_fraction or p.loss != p.loss:
                 return

@@ -10,9 +10,18 @@ or memory-mapped files under `state_dir`), and tile windows stream to the device
   their final gradient, so Adam updates them there and then. That is exact: later tile rows never
   read those rows again in this step, and they receive no more gradient.
 
+The host keeps the device busy (issue 16 §3): windows are gathered, image and content together,
+into a few reused 64-byte-aligned buffers that the CPU backend takes without a copy; the next
+batch is dispatched before the current one's gradient is read, so the host adds gradients into
+the band and updates rows while the device computes; the loss terms are read once per step;
+Adam on a finished band is launched asynchronously (the CPU backend, whole chunks, no padding
+copies) and written back when the next band comes; the heap is trimmed once per step.
+`StepTimes` records where a step's time goes (host work vs waiting for the device).
+
 Host memory per output pixel: image 12 B (fp32) + Adam's first moment 6 B (bf16, as optax's
-`mu_dtype`) + its second moment 12 B (fp32) + content 3 B (8-bit) = 33 B, plus one band of
-gradient rows (tile + 2·halo rows) and Adam's working rows; nothing else scales with the image.
+`mu_dtype`) + its second moment 12 B (fp32) + content 3 B (8-bit) = 33 B, plus two bands of
+gradient rows (tile + 2·halo rows each: one filling, one being read by Adam), Adam's results
+for one band and a few window buffers; nothing else scales with the image.
 The first moment is bfloat16 on the device path too (`optimize.ADAM_MU_DTYPE`); the one
 difference from it is the content target, made from the level's content quantised to 8 bits
 (as the source photo was), far below what shows in a print.
@@ -22,8 +31,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -55,13 +65,65 @@ from .tiling import TileGrid
 BYTES_PER_PIXEL = 12 + 6 + 12 + 3
 #: Adam updates this many pixels of rows at a time, so its temporaries stay small at any width.
 ROW_CHUNK_PIXELS = 1 << 18
+#: Tile batches in flight: the host gathers the next batch's windows (and updates finished
+#: rows) while the device computes the one before.
+PIPELINE_DEPTH = 2
+
+
+@dataclass
+class StepTimes:
+    """Where one host-resident step's wall time goes, in seconds by part: `gather` (window
+    copies out of the host arrays, and their transfer to the device: none on the CPU backend,
+    which takes the aligned buffers as they are), `dispatch` (launching the device's work),
+    `device` (the host waiting for the device), `band` (adding tile gradients into the band
+    of rows), `adam` (launching band updates, writing them back), `trim` (heap trims), and
+    `total`. Passed through a step rather than kept globally, so that concurrent renders and
+    the bench each get their own; what is not `device` is host time the device does not hide.
+    """
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - t)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    @property
+    def device(self) -> float:
+        """Seconds the host waited for the device."""
+        return self.seconds.get("device", 0.0)
+
+    @property
+    def host(self) -> float:
+        """The rest of the step's wall time: host work the device did not hide."""
+        return max(0.0, self.seconds.get("total", 0.0) - self.device)
+
+
+#: The CPU backend takes a NumPy array without copying it when its data is this aligned.
+ALIGN = 64
+
+
+def aligned_zeros(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """np.zeros(shape, dtype) whose data starts on an ALIGN-byte boundary, so that
+    `jax.device_put` on the CPU backend uses it in place (a misaligned array is copied)."""
+    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.zeros(n + ALIGN, np.uint8)
+    start = -raw.ctypes.data % ALIGN
+    return raw[start : start + n].view(dtype).reshape(shape)
 
 
 def _alloc(state_dir: Path | None, name: str, shape, dtype) -> np.ndarray:
     """A zeroed array in RAM, or memory-mapped at state_dir/name.npy (a new file reads as
-    zeros; its pages are written as the render fills them)."""
+    zeros; its pages are written as the render fills them). Either way its data is aligned
+    (an .npy header is padded to 64 bytes), so Adam's rows reach the CPU backend uncopied."""
     if state_dir is None:
-        return np.zeros(shape, dtype)
+        return aligned_zeros(shape, dtype)
     state_dir.mkdir(parents=True, exist_ok=True)
     return np.lib.format.open_memmap(state_dir / f"{name}.npy", "w+", dtype, shape)
 
@@ -185,9 +247,44 @@ def _grad_batch(params, spec, grid, wins, content_wins, origins, live, cot, padd
     return g, c, tv, mrf
 
 
-def _windows(arr: np.ndarray, grid: TileGrid, origins: np.ndarray) -> np.ndarray:
-    h, size = grid.halo, grid.window
-    return np.stack([host_window(arr, o[0] - h, o[1] - h, size) for o in origins])
+@partial(jax.jit, static_argnums=(0, 1, 2))
+def _style_terms(spec: LossSpec, height: int, width: int, grams, style_t):
+    """The style term and its cotangents from the whole-image Gram sums, in one dispatch: op
+    by op, they would wait for pass 1's last batches and hold back pass 2's first."""
+    counts = layer_counts(spec, height, width)
+    return style_value(spec, grams, style_t, counts), style_cotangents(spec, grams, style_t, counts)
+
+
+class _Gather:
+    """Gathers batches of tile windows out of host arrays into a few reused, aligned buffers:
+    one copy per window pixel (no per-window zeroed array, no stack), and the device takes the
+    buffer as it is (`aligned_zeros`). A buffer is reused `depth` batches later, by when the
+    device has finished with it (the caller waits for that batch's results first)."""
+
+    def __init__(self, grid: TileGrid, arrays: tuple[np.ndarray, ...], batch: int, depth: int):
+        self.grid, self.arrays = grid, arrays
+        size = grid.window
+        self.buffers = [
+            tuple(aligned_zeros((batch, size, size, a.shape[2]), a.dtype) for a in arrays)
+            for _ in range(depth)
+        ]
+        self.turn = 0
+
+    def __call__(self, origins: np.ndarray) -> tuple[jax.Array, ...]:
+        bufs = self.buffers[self.turn % len(self.buffers)]
+        self.turn += 1
+        h, size = self.grid.halo, self.grid.window
+        height, width = self.arrays[0].shape[:2]
+        for k, (oy, ox) in enumerate(origins):
+            top, left = int(oy) - h, int(ox) - h
+            y0, y1 = max(top, 0), min(top + size, height)
+            x0, x1 = max(left, 0), min(left + size, width)
+            inside = y0 == top and x0 == left and y1 - y0 == size and x1 - x0 == size
+            for arr, buf in zip(self.arrays, bufs, strict=True):
+                if not inside:
+                    buf[k].fill(0)
+                buf[k, y0 - top : y1 - top, x0 - left : x1 - left] = arr[y0:y1, x0:x1]
+        return tuple(jax.device_put(b) for b in bufs)
 
 
 def _batches(indices: np.ndarray, batch: int):
@@ -207,23 +304,32 @@ def host_grams(
     image: np.ndarray,
     on_tile: Callable[[str, int, int], None] | None = None,
     padded: dict | None = None,
+    times: StepTimes | None = None,
 ) -> dict[str, jax.Array]:
     """Σ f fᵀ of each style layer over a host-resident image, one batch of windows at a time
     (with `padded` masks, `objective.padded_masks`: Σ m_s f fᵀ per style)."""
     names = tuple(n for n, _ in spec.style_layers)
     if not names:  # MRF alone: no Gram term
         return {}
+    t = times or StepTimes()
     origins = grid.origins()
     styles = None if padded is None else padded["n_styles"]
     grams = zeros_grams(spec, names, styles)
     masks = _device_masks(padded)
+    gather = _Gather(grid, (image,), batch, PIPELINE_DEPTH)
+    in_flight: list[dict] = []  # the batches whose windows are still in a gather buffer
     done = 0
     for idx, pad, live in _batches(np.arange(len(origins)), batch):
-        wins = _windows(image, grid, origins[pad])
-        part = _gram_batch(params, spec, grid, wins, origins[pad], live, masks)
-        grams = {k: grams[k] + part[k] for k in grams}
+        if len(in_flight) == PIPELINE_DEPTH:  # its buffer is next: the device must be done
+            with t.part("device"):
+                jax.block_until_ready(in_flight.pop(0))
+        with t.part("gather"):
+            (wins,) = gather(origins[pad])
+        with t.part("dispatch"):
+            part = _gram_batch(params, spec, grid, wins, origins[pad], live, masks)
+            grams = {k: grams[k] + part[k] for k in grams}
+        in_flight.append(part)
         done += len(idx)
-        trim_heap()
         if on_tile:
             on_tile("pass 1", done, len(origins))
     return grams
@@ -244,28 +350,46 @@ def _adam_band(lr: float, warmup: int):
     return jax.jit(update)
 
 
-def _adam_rows(state: HostState, rows: slice, grad: np.ndarray, lr: float, warmup: int = 0) -> None:
-    """Adam on the rows whose gradient is final, in place in the host arrays, a fixed-size
-    chunk of rows at a time (the last one zero-padded): the update's temporaries stay small at
-    any image width, and it compiles once per width."""
-    count = np.asarray(state.t - 1, np.int32)  # optax counts the steps taken before this one
-    update = _adam_band(float(lr), int(warmup))
-    chunk = max(1, ROW_CHUNK_PIXELS // state.x.shape[1])
-    with jax.default_device(jax.devices("cpu")[0]):
-        for r in range(rows.start, rows.stop, chunk):
-            part = slice(r, min(r + chunk, rows.stop))
+class BandAdam:
+    """Adam on bands of rows whose gradient is final, run by the CPU backend (`_adam_band`)
+    while the device goes on with later tiles: a band's update is launched when it is handed
+    on and written into the host arrays when the next band comes (or at `finish`), so the host
+    never waits for it. The rows, moments and gradient reach it uncopied (aligned arrays,
+    `aligned_zeros`); the gradient band must stay unchanged until the next call returns. It
+    goes a fixed-size chunk of rows at a time, so that its temporaries stay small at any image
+    width (a last, shorter chunk is compiled at its own height)."""
+
+    def __init__(self, state: HostState, lr: float, warmup: int = 0) -> None:
+        self.state = state
+        self.update = _adam_band(float(lr), int(warmup))
+        self.count = np.asarray(state.t - 1, np.int32)  # optax counts the steps before this
+        self.chunk = max(1, ROW_CHUNK_PIXELS // state.x.shape[1])
+        self.cpu = jax.devices("cpu")[0]
+        self.pending: list[tuple[slice, tuple[jax.Array, ...]]] = []
+
+    def __call__(self, rows: slice, grad: np.ndarray) -> None:
+        self.finish()
+        st = self.state
+        for r in range(rows.start, rows.stop, self.chunk):
+            part = slice(r, min(r + self.chunk, rows.stop))
             g = grad[r - rows.start : part.stop - rows.start]
-            args = [_pad_rows(a, chunk) for a in (state.x[part], state.m[part], state.v[part], g)]
-            x, m, v = (np.asarray(a)[: len(g)] for a in update(*args, count))
-            state.x[part], state.m[part], state.v[part] = x, m, v
+            args = jax.device_put((st.x[part], st.m[part], st.v[part], g, self.count), self.cpu)
+            self.pending.append((part, self.update(*args)))
+
+    def finish(self) -> None:
+        """Write the launched updates into the host arrays (waiting for them if need be)."""
+        st = self.state
+        for part, (x, m, v) in self.pending:
+            st.x[part], st.m[part], st.v[part] = np.asarray(x), np.asarray(m), np.asarray(v)
+        self.pending = []
 
 
-def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
-    if len(a) == rows:
-        return a
-    out = np.zeros((rows, *a.shape[1:]), a.dtype)
-    out[: len(a)] = a
-    return out
+def _adam_rows(state: HostState, rows: slice, grad: np.ndarray, lr: float, warmup: int = 0) -> None:
+    """Adam on the rows whose gradient is final, in place in the host arrays (`BandAdam`, at
+    once)."""
+    adam = BandAdam(state, lr, warmup)
+    adam(rows, grad)
+    adam.finish()
 
 
 def host_gradient(
@@ -278,72 +402,99 @@ def host_gradient(
     content: np.ndarray,
     on_rows: Callable[[slice, np.ndarray], None],
     on_tile: Callable[[str, int, int], None] | None = None,
+    times: StepTimes | None = None,
 ) -> tuple[float, dict[str, float]]:
     """The whole-image objective's gradient at host image `x`, handed to `on_rows(rows, grad)`
     band by band as soon as those rows' gradient is final. `on_rows` may update `x[rows]` in
-    place: later windows never read those rows again.
+    place: later windows never read those rows again. `times` collects where the wall time
+    goes (`StepTimes`).
 
     Returns the loss (at `x` before any update) and its terms."""
+    t = times or StepTimes()
     origins = grid.origins()
     n = len(origins)
     h, size = grid.halo, grid.window
-    counts = layer_counts(spec, grid.height, grid.width)
     style_t = style_args(spec, targets, grid.height, grid.width)
     padded = padded_masks(spec, grid, style_t)
     mrf_t = targets.get("mrf")
 
-    def windows(arr, idx):
-        return _windows(arr, grid, origins[idx])
-
-    grams = host_grams(params, spec, grid, batch, x, on_tile, padded)
-    style = float(style_value(spec, grams, style_t, counts)) if grams else 0.0
-    cot = style_cotangents(spec, grams, style_t, counts) if grams else {}
+    grams = host_grams(params, spec, grid, batch, x, on_tile, padded, t)
+    # Left on the device: pass 2 starts while the last Gram batches still run.
+    style_dev, cot = (
+        _style_terms(spec, grid.height, grid.width, grams, style_t) if grams else (None, {})
+    )
     masks = _device_masks(padded)
 
     width = grid.width
-    band = np.zeros((grid.tile + 2 * h, width, 3), np.float32)
+    # Two bands taking turns: the one handed on stays unchanged until the next hand-on (an
+    # asynchronous Adam may still read it), while the next tile row adds into the other.
+    bands = [aligned_zeros((grid.tile + 2 * h, width, 3), np.float32) for _ in range(2)]
+    band = bands[0]
     band_top = -h  # image row of band[0]
-    content_sum = tv_sum = mrf_sum = 0.0
+    scalars = []  # per batch (content, tv, mrf), read once at the end
     finished = 0  # rows above this have been handed on
     processed = 0
-    for row in range(grid.ny):
-        row_idx = np.arange(row * grid.nx, (row + 1) * grid.nx)
-        for idx, pad, live in _batches(row_idx, batch):
-            g, c, tv, mrf = _grad_batch(
-                params,
-                spec,
-                grid,
-                windows(x, pad),
-                windows(content, pad),
-                origins[pad],
-                live,
-                cot,
-                masks,
-                mrf_t,
+    gather = _Gather(grid, (x, content), batch, PIPELINE_DEPTH)
+    work = [
+        (row, *b)
+        for row in range(grid.ny)
+        for b in _batches(np.arange(row * grid.nx, (row + 1) * grid.nx), batch)
+    ]
+
+    def launch(j: int) -> tuple:
+        _, _, pad, live = work[j]
+        with t.part("gather"):
+            wins, content_wins = gather(origins[pad])
+        with t.part("dispatch"):
+            return _grad_batch(
+                params, spec, grid, wins, content_wins, origins[pad], live, cot, masks, mrf_t
             )
-            content_sum += float(c)
-            tv_sum += float(tv)
-            mrf_sum += float(mrf)
+
+    pending = launch(0)
+    for j, (row, idx, _, _) in enumerate(work):
+        # The next batch goes to the device before this one's gradient is read: the device is
+        # never idle while the host adds tile gradients into the band and updates rows.
+        following = launch(j + 1) if j + 1 < len(work) else None
+        g, c, tv, mrf = pending
+        scalars.append((c, tv, mrf))
+        with t.part("device"):
             g = np.asarray(g)
+        with t.part("band"):
             for k, tile in enumerate(idx):
                 left = origins[tile][1] - h
                 x0, x1 = max(left, 0), min(left + size, width)
                 band[:, x0:x1] += g[k, :, x0 - left : x1 - left]
-            processed += len(idx)
-            trim_heap()
-            if on_tile:
-                on_tile("pass 2", processed, n)
+        pending = following
+        processed += len(idx)
+        if on_tile:
+            on_tile("pass 2", processed, n)
+        if following is not None and work[j + 1][0] == row:
+            continue
         # Rows above the next tile row's windows are final: hand them on, then slide the band.
         last = row == grid.ny - 1
         upto = grid.height if last else min((row + 1) * grid.tile - h, grid.height)
         if upto > finished:
-            on_rows(slice(finished, upto), band[finished - band_top : upto - band_top])
+            with t.part("adam"):
+                on_rows(slice(finished, upto), band[finished - band_top : upto - band_top])
             finished = upto
         if not last:
-            shift = grid.tile
-            band[:-shift] = band[shift:]
-            band[-shift:] = 0
+            with t.part("band"):
+                shift = grid.tile
+                nxt = bands[1] if band is bands[0] else bands[0]
+                nxt[:-shift] = band[shift:]
+                nxt[-shift:] = 0
+                band = nxt
             band_top += shift
+    with t.part("device"):
+        style = float(style_dev) if style_dev is not None else 0.0
+        sums = jax.device_get(scalars)
+    content_sum = tv_sum = mrf_sum = 0.0
+    for c, tv, mrf in sums:  # in batch order, in Python floats: the same sums as ever
+        content_sum += float(c)
+        tv_sum += float(tv)
+        mrf_sum += float(mrf)
+    with t.part("trim"):
+        trim_heap()
     terms = {"content": content_sum, "style": style, "tv": tv_sum}
     if spec.mrf_layers:
         terms["mrf"] = mrf_sum
@@ -360,12 +511,16 @@ def host_adam_step(
     lr: float,
     warmup: int = 0,
     on_tile: Callable[[str, int, int], None] | None = None,
+    times: StepTimes | None = None,
 ) -> tuple[float, dict[str, float]]:
     """One exact Adam step of the whole-image objective with host-resident state, each band of
     rows updated as soon as its gradient is final. Returns the loss before the step and its
-    terms."""
+    terms; `times` gets the step's wall time by part (`StepTimes`)."""
+    t = times or StepTimes()
+    t0 = time.perf_counter()
     state.t += 1
-    return host_gradient(
+    adam = BandAdam(state, lr, warmup)
+    result = host_gradient(
         params,
         spec,
         grid,
@@ -373,6 +528,11 @@ def host_adam_step(
         targets,
         state.x,
         state.content,
-        lambda rows, grad: _adam_rows(state, rows, grad, lr, warmup),
+        adam,
         on_tile,
+        t,
     )
+    with t.part("adam"):
+        adam.finish()
+    t.add("total", time.perf_counter() - t0)
+    return result
