@@ -16,9 +16,9 @@ window gathers, transfers, dispatch, device wait, gradient bands, Adam, heap tri
 resizes (content and start image into the host state) happen once per level, not per step;
 they are timed on their own.
 
-`--code DIR` (repeatable) runs the host-resident variant with the `hiresnst` of another checkout
-as well (e.g. `main`), interleaved round by round with this one, so that before and after are
-measured in the same stretch of time on a shared machine. Writes
+`--code DIR` (repeatable) runs both variants with the `hiresnst` of another checkout as well
+(e.g. `main`; it must report `Progress.times`), interleaved round by round with this one, so
+that before and after are measured in the same stretch of time on a shared machine. Writes
 benches/results/host_overhead.json (or `--out`) and prints a table.
 
     python benches/host_overhead.py --sizes 2048 4096 --code /tmp/hc-main
@@ -152,14 +152,17 @@ def main() -> None:
         return
     codes = [ROOT, *args.code]
     names = ["this" if c == ROOT else str(c) for c in codes]
-    runs: dict = {str(s): {"device": [], **{n: [] for n in names}} for s in args.sizes}
+    # Each checkout is measured against its own device-resident step: the device path changes
+    # too (e.g. what it stores and recomputes per tile), and the overhead is host − device.
+    runs: dict = {str(s): {n: {"device": [], "host": []} for n in names} for s in args.sizes}
     for _ in range(args.rounds):
         for size in args.sizes:
-            runs[str(size)]["device"].append(run_child(ROOT, "device", size, args.tile, args.steps))
             for code, name in zip(codes, names, strict=True):
-                runs[str(size)][name].append(run_child(code, "host", size, args.tile, args.steps))
+                for state in ("device", "host"):
+                    row = run_child(code, state, size, args.tile, args.steps)
+                    runs[str(size)][name][state].append(row)
     results = {
-        str(s): {n: summarise(runs[str(s)]["device"], runs[str(s)][n], s) for n in names}
+        str(s): {n: summarise(runs[str(s)][n]["device"], runs[str(s)][n]["host"], s) for n in names}
         for s in args.sizes
     }
     cpuinfo = Path("/proc/cpuinfo")
