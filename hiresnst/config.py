@@ -449,6 +449,8 @@ class RenderConfig:
             )
         _choice("--handover", self.handover, HANDOVERS)
         _choice("--gram", self.gram, GRAMS)
+        if self.gram == "lagged" and self.optimizer != "adam":
+            raise UserError("--gram lagged is for Adam; use --gram exact with --optimizer lbfgs")
         if self.handover == "carry" and self.optimizer != "adam":
             raise UserError("--handover carry carries Adam's moments; use it with --optimizer adam")
         if self.state == "host" and (

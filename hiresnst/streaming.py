@@ -168,9 +168,12 @@ def _gram_batch(params, spec: LossSpec, grid: TileGrid, wins, origins, live, pad
     return batch_grams(params, spec, grid, wins, window_masks(grid, origins, live), padded, origins)
 
 
-@partial(jax.jit, static_argnums=(1, 2))
-def _grad_batch(params, spec, grid, wins, content_wins, origins, live, cot, padded, mrf_t):
-    """Tile gradients of the device path's surrogate (`objective.tile_surrogate`) for a batch.
+@partial(jax.jit, static_argnums=(1, 2), static_argnames=("grams",))
+def _grad_batch(
+    params, spec, grid, wins, content_wins, origins, live, cot, padded, mrf_t, grams=False
+):
+    """Tile gradients of the device path's surrogate (`objective.tile_surrogate`) for a batch,
+    and with `grams` (lagged mode) the batch's Grams last.
 
     `content_wins` are the 8-bit content windows; they become floats here, on the device, and
     give the batch's content targets."""
@@ -180,9 +183,10 @@ def _grad_batch(params, spec, grid, wins, content_wins, origins, live, cot, padd
     names = tuple(n for n, _ in spec.content_layers)
     content_feats = features(params, spec, content_wins, names, masks)
     content = {n: tile_core(grid, content_feats[n], layer_level(n)) for n in names}
-    surrogate = partial(tile_surrogate, params, spec, grid, counts, cot, padded, mrf_t)
-    g, (c, tv, mrf) = jax.grad(surrogate, has_aux=True)(wins, masks, content, origins)
-    return g, c, tv, mrf
+    surrogate = partial(tile_surrogate, params, spec, grid, counts, cot, padded, mrf_t, grams=grams)
+    g, aux = jax.grad(surrogate, has_aux=True)(wins, masks, content, origins)
+    (c, tv, mrf), batch_grams = aux if grams else (aux, {})
+    return g, c, tv, mrf, batch_grams
 
 
 def _windows(arr: np.ndarray, grid: TileGrid, origins: np.ndarray) -> np.ndarray:
@@ -278,12 +282,16 @@ def host_gradient(
     content: np.ndarray,
     on_rows: Callable[[slice, np.ndarray], None],
     on_tile: Callable[[str, int, int], None] | None = None,
-) -> tuple[float, dict[str, float]]:
+    lagged: dict | None = None,
+) -> tuple[float, dict[str, float], dict]:
     """The whole-image objective's gradient at host image `x`, handed to `on_rows(rows, grad)`
     band by band as soon as those rows' gradient is final. `on_rows` may update `x[rows]` in
     place: later windows never read those rows again.
 
-    Returns the loss (at `x` before any update) and its terms."""
+    `lagged` (`--gram lagged`): an earlier image's whole-image Grams stand in for pass 1's
+    (`objective.tiled_value_and_grad`), and pass 2 sums this image's.
+
+    Returns the loss (at `x` before any update), its terms and the Grams of `x`."""
     origins = grid.origins()
     n = len(origins)
     h, size = grid.halo, grid.window
@@ -295,9 +303,13 @@ def host_gradient(
     def windows(arr, idx):
         return _windows(arr, grid, origins[idx])
 
-    grams = host_grams(params, spec, grid, batch, x, on_tile, padded)
-    style = float(style_value(spec, grams, style_t, counts)) if grams else 0.0
-    cot = style_cotangents(spec, grams, style_t, counts) if grams else {}
+    if lagged is None:  # pass 1
+        grams = host_grams(params, spec, grid, batch, x, on_tile, padded)
+        cot = style_cotangents(spec, grams, style_t, counts) if grams else {}
+    else:  # pass 2 sums this image's Grams
+        cot = style_cotangents(spec, lagged, style_t, counts) if lagged else {}
+        styles = None if padded is None else padded["n_styles"]
+        grams = zeros_grams(spec, tuple(lagged), styles)
     masks = _device_masks(padded)
 
     width = grid.width
@@ -309,7 +321,7 @@ def host_gradient(
     for row in range(grid.ny):
         row_idx = np.arange(row * grid.nx, (row + 1) * grid.nx)
         for idx, pad, live in _batches(row_idx, batch):
-            g, c, tv, mrf = _grad_batch(
+            g, c, tv, mrf, part = _grad_batch(
                 params,
                 spec,
                 grid,
@@ -320,7 +332,10 @@ def host_gradient(
                 cot,
                 masks,
                 mrf_t,
+                grams=lagged is not None,
             )
+            if lagged is not None:
+                grams = {k: grams[k] + part[k] for k in grams}
             content_sum += float(c)
             tv_sum += float(tv)
             mrf_sum += float(mrf)
@@ -344,10 +359,11 @@ def host_gradient(
             band[:-shift] = band[shift:]
             band[-shift:] = 0
             band_top += shift
+    style = float(style_value(spec, grams, style_t, counts)) if grams else 0.0
     terms = {"content": content_sum, "style": style, "tv": tv_sum}
     if spec.mrf_layers:
         terms["mrf"] = mrf_sum
-    return sum(terms.values()), terms
+    return sum(terms.values()), terms, grams
 
 
 def host_adam_step(
@@ -360,10 +376,11 @@ def host_adam_step(
     lr: float,
     warmup: int = 0,
     on_tile: Callable[[str, int, int], None] | None = None,
-) -> tuple[float, dict[str, float]]:
-    """One exact Adam step of the whole-image objective with host-resident state, each band of
-    rows updated as soon as its gradient is final. Returns the loss before the step and its
-    terms."""
+    lagged: dict | None = None,
+) -> tuple[float, dict[str, float], dict]:
+    """One Adam step of the whole-image objective with host-resident state, each band of
+    rows updated as soon as its gradient is final: exact, or one-pass from `lagged` Grams
+    (`host_gradient`). Returns the loss before the step, its terms and the Grams there."""
     state.t += 1
     return host_gradient(
         params,
@@ -375,4 +392,5 @@ def host_adam_step(
         state.content,
         lambda rows, grad: _adam_rows(state, rows, grad, lr, warmup),
         on_tile,
+        lagged,
     )
