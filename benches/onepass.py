@@ -16,9 +16,10 @@ timed; the lagged mode's extra Gram pass at the level's first step is timed, in 
 
 Reported per size: the median step time of each mode past the first step and their ratio
 (lagged / exact), each step's (wall time so far, loss), and the loss each reached by equal wall
-time: the last loss each measured within the span both curves cover. A step's loss is the exact
-loss at the image before its update, so the point of step k is (time of steps 0..k-1, loss of
-image k).
+time: the last loss each measured within the span both curves cover, with the measured step
+times and with steady ones (`summarise`). A step's loss is the exact loss at the image before
+its update, so the point of step k is (time of steps 0..k-1, loss of image k). `--report
+FILE...` merges runs made separately (e.g. one size each) and prints their table.
 """
 
 from __future__ import annotations
@@ -120,6 +121,38 @@ def loss_at(curve: list[tuple[float, float]], t: float) -> float:
     return [loss for when, loss in curve if when <= t + 1e-9][-1]
 
 
+def summarise(r: dict) -> dict:
+    """The figures derived from a size's step times and losses.
+
+    Measured: each mode's curve with its own step times (one-off load spikes included).
+    Steady: each step at its mode's median time (steps past the first), the lagged mode paying
+    its extra Gram pass once, valued at (exact − lagged) median step time."""
+    times = r["step_times_s"]
+    losses = r.get("losses") or {n: [v for _, v in c] for n, c in r["curves"].items()}
+    medians = {n: statistics.median(t[1:]) for n, t in times.items()}
+    curves = {n: [(sum(times[n][:k]), v) for k, v in enumerate(losses[n])] for n in times}
+    span = min(c[-1][0] for c in curves.values())
+    extra = {"exact": 0.0, "lagged": medians["exact"] - medians["lagged"]}
+    steady = {
+        n: [(0.0 if k == 0 else extra[n] + k * medians[n], v) for k, v in enumerate(losses[n])]
+        for n in times
+    }
+    steady_span = min(c[-1][0] for c in steady.values())
+    common = min(len(v) for v in losses.values()) - 1
+    return {
+        "median_step_s": medians,
+        "ratio_lagged_over_exact": medians["lagged"] / medians["exact"],
+        "curves": curves,
+        "equal_time_s": span,
+        "loss_at_equal_time": {n: loss_at(c, span) for n, c in curves.items()},
+        "steady_equal_time_s": steady_span,
+        "steady_loss_at_equal_time": {n: loss_at(c, steady_span) for n, c in steady.items()},
+        "losses": losses,
+        "equal_step": common,
+        "loss_at_equal_step": {n: v[common] for n, v in losses.items()},
+    }
+
+
 def bench_size(size: int, steps: int, tile: int, batch: int) -> dict:
     from hiresnst.objective import make_lagged_fn, make_loss_fn, tiled_style_grams
     from hiresnst.optimize import make_step
@@ -149,10 +182,7 @@ def bench_size(size: int, steps: int, tile: int, batch: int) -> dict:
             f"{turn.times[-1]:6.2f} s, loss {turn.losses[-1]:.6g}",
             flush=True,
         )
-    curves = {m.name: m.curve() for m in (exact, lagged)}
-    span = min(c[-1][0] for c in curves.values())
-    medians = {m.name: statistics.median(m.times[1:]) for m in (exact, lagged)}
-    return {
+    raw = {
         "size": size,
         "tile": tile,
         "batch": batch,
@@ -160,13 +190,30 @@ def bench_size(size: int, steps: int, tile: int, batch: int) -> dict:
         "compile_s": compile_s,
         "steps": {m.name: len(m.times) for m in (exact, lagged)},
         "step_times_s": {m.name: m.times for m in (exact, lagged)},
-        "median_step_s": medians,
-        "ratio_lagged_over_exact": medians["lagged"] / medians["exact"],
-        "first_step_s": {m.name: m.times[0] for m in (exact, lagged)},
-        "curves": curves,
-        "equal_time_s": span,
-        "loss_at_equal_time": {n: loss_at(c, span) for n, c in curves.items()},
+        "losses": {m.name: m.losses for m in (exact, lagged)},
     }
+    return {**raw, **summarise(raw)}
+
+
+def print_table(machine: dict, results: list[dict]) -> None:
+    print(f"machine: {machine['cpu']} ({machine['backend']}), random weights")
+    print(
+        "| size | tiles | exact s/step | lagged s/step | ratio | steps (exact, lagged) "
+        "| equal time s | loss exact | loss lagged | steady: time s | loss exact | loss lagged |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        m, n, loss = r["median_step_s"], r["steps"], r["loss_at_equal_time"]
+        steady = r["steady_loss_at_equal_time"]
+        print(
+            f"| {r['size']} | {r['tiles']} | {m['exact']:.1f} | {m['lagged']:.1f} "
+            f"| {r['ratio_lagged_over_exact']:.3f} | {n['exact']}, {n['lagged']} "
+            f"| {r['equal_time_s']:.0f} | {loss['exact']:.5g} | {loss['lagged']:.5g} "
+            f"| {r['steady_equal_time_s']:.0f} | {steady['exact']:.5g} | {steady['lagged']:.5g} |"
+        )
+    for r in results:
+        print(f"{r['size']} px loss per step (exact):  {[round(v) for v in r['losses']['exact']]}")
+        print(f"{r['size']} px loss per step (lagged): {[round(v) for v in r['losses']['lagged']]}")
 
 
 def main() -> None:
@@ -176,7 +223,23 @@ def main() -> None:
     ap.add_argument("--tile", type=int, default=512)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--out", type=Path, default=REPO / "benches" / "results")
+    ap.add_argument(
+        "--report",
+        type=Path,
+        nargs="+",
+        help="no run: merge these results files (one machine) into --out and print the table",
+    )
     args = ap.parse_args()
+    date = datetime.date.today().isoformat()
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"onepass-{platform.machine()}-{jax.default_backend()}-{date}.json"
+    if args.report:
+        records = [json.loads(p.read_text()) for p in args.report]
+        results = [{**r, **summarise(r)} for rec in records for r in rec["results"]]
+        record = {**records[0], "results": sorted(results, key=lambda r: r["size"])}
+        path.write_text(json.dumps(record, indent=1))
+        print_table(record["machine"], record["results"])
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     steps = [int(s) for s in args.steps.split(",")]
     if len(steps) != len(sizes):
@@ -187,27 +250,12 @@ def main() -> None:
         "backend": jax.default_backend(),
         "device": str(jax.devices()[0].device_kind),
     }
-    date = datetime.date.today().isoformat()
     record = {"machine": machine, "weights": "random", "date": date, "results": []}
-    results = record["results"]
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"onepass-{platform.machine()}-{jax.default_backend()}-{date}.json"
     for size, n in zip(sizes, steps, strict=True):
-        results.append(bench_size(size, n, args.tile, args.batch))
+        record["results"].append(bench_size(size, n, args.tile, args.batch))
         path.write_text(json.dumps(record, indent=1))  # each size as soon as it is done
-    print(f"\nmachine: {machine['cpu']} ({machine['backend']}), random weights -> {path}")
-    print(
-        "| size | tiles | exact s/step | lagged s/step | ratio | steps (exact, lagged) "
-        "| equal time s | loss exact | loss lagged |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in results:
-        m, steps_, loss = r["median_step_s"], r["steps"], r["loss_at_equal_time"]
-        print(
-            f"| {r['size']} | {r['tiles']} | {m['exact']:.2f} | {m['lagged']:.2f} "
-            f"| {r['ratio_lagged_over_exact']:.3f} | {steps_['exact']}, {steps_['lagged']} "
-            f"| {r['equal_time_s']:.1f} | {loss['exact']:.5g} | {loss['lagged']:.5g} |"
-        )
+    print(f"-> {path}")
+    print_table(machine, record["results"])
 
 
 if __name__ == "__main__":

@@ -405,6 +405,11 @@ class HostRunner:
         lagged = level.config.gram == "lagged"
         grams = state.grams
         for i in range(state.step, lv.steps):
+            one_pass = lagged and grams is not None
+
+            def on_tile(phase: str, done: int, n: int, i: int = i, one: bool = one_pass) -> None:
+                report.send(i, _tile_fraction(phase, done, n, one))
+
             loss, terms, grams = host_adam_step(
                 level.params,
                 level.spec,
@@ -414,7 +419,7 @@ class HostRunner:
                 hs,
                 level.config.learning_rate,
                 lv.warmup,
-                lambda phase, done, n, i=i: report.send(i, _tile_fraction(phase, done, n)),
+                on_tile,
                 grams if lagged else None,
             )
             grams = grams if lagged else None
@@ -443,8 +448,11 @@ def _scalars(loss: Any, terms: dict[str, Any]) -> tuple[float, dict[str, float]]
     return host_scalar(loss), {k: host_scalar(v) for k, v in terms.items()}
 
 
-def _tile_fraction(phase: str, done: int, n: int) -> float:
-    """A host-resident step's progress: pass 1 (forward only) is about a third of its work."""
+def _tile_fraction(phase: str, done: int, n: int, one_pass: bool = False) -> float:
+    """A host-resident step's progress: pass 1 (forward only) is about a third of its work;
+    a one-pass (lagged) step is pass 2 alone."""
+    if one_pass:
+        return done / n
     return done / n / 3 if phase == "pass 1" else (1 + 2 * done / n) / 3
 
 
