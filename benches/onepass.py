@@ -16,8 +16,8 @@ timed; the lagged mode's extra Gram pass at the level's first step is timed, in 
 
 Reported per size: the median step time of each mode past the first step and their ratio
 (lagged / exact), each step's (wall time so far, loss), and the loss each reached by equal wall
-time: the last loss each measured within the span both curves cover, with the measured step
-times and with steady ones (`summarise`). A step's loss is the exact loss at the image before
+time: each curve's loss (linear between its points) at the end of the span both curves cover,
+with the measured step times and with steady ones (`summarise`). A step's loss is the exact loss at the image before
 its update, so the point of step k is (time of steps 0..k-1, loss of image k). `--report
 FILE...` merges runs made separately (e.g. one size each) and prints their table.
 """
@@ -36,6 +36,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO / "tests" / "fixtures" / "images"
@@ -117,8 +118,9 @@ class Mode:
 
 
 def loss_at(curve: list[tuple[float, float]], t: float) -> float:
-    """The last loss measured at or before wall time t."""
-    return [loss for when, loss in curve if when <= t + 1e-9][-1]
+    """The loss at wall time t, interpolated linearly between the measured points (t lies
+    within the curve: the span both curves cover)."""
+    return float(np.interp(t, [w for w, _ in curve], [v for _, v in curve]))
 
 
 def summarise(r: dict) -> dict:
