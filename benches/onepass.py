@@ -17,9 +17,11 @@ timed; the lagged mode's extra Gram pass at the level's first step is timed, in 
 Reported per size: the median step time of each mode past the first step and their ratio
 (lagged / exact), each step's (wall time so far, loss), and the loss each reached by equal wall
 time: each curve's loss (linear between its points) at the end of the span both curves cover,
-with the measured step times and with steady ones (`summarise`). A step's loss is the exact loss at the image before
-its update, so the point of step k is (time of steps 0..k-1, loss of image k). `--report
-FILE...` merges runs made separately (e.g. one size each) and prints their table.
+with the measured step times and with steady ones (`summarise`). A step's loss is the exact
+loss at the image before its update, so the point of step k is (time of steps 0..k-1, loss of
+image k). `--report FILE...` merges runs made separately (e.g. one size each) and prints their
+table. SIGTERM or Ctrl-C stops the run with the steps measured so far written out
+(`stopped_early`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import time
@@ -174,16 +177,21 @@ def bench_size(size: int, steps: int, tile: int, batch: int) -> dict:
     compile_s = time.perf_counter() - t0
     exact = Mode("exact", exact_c, x0, opt)
     lagged = Mode("lagged", lagged_c, x0, opt, grams_c)
-    while len(exact.times) < steps or lagged.elapsed < exact.elapsed:
-        turn = exact if len(exact.times) < steps and exact.elapsed <= lagged.elapsed else lagged
-        if turn is lagged and len(lagged.times) >= 3 * steps:
-            break
-        turn.run(params, targets)
-        print(
-            f"  {size} px {turn.name:6s} step {len(turn.times) - 1:2d}: "
-            f"{turn.times[-1]:6.2f} s, loss {turn.losses[-1]:.6g}",
-            flush=True,
-        )
+    stopped = False
+    try:
+        while len(exact.times) < steps or lagged.elapsed < exact.elapsed:
+            exact_turn = len(exact.times) < steps and exact.elapsed <= lagged.elapsed
+            turn = exact if exact_turn else lagged
+            if turn is lagged and len(lagged.times) >= 3 * steps:
+                break
+            turn.run(params, targets)
+            print(
+                f"  {size} px {turn.name:6s} step {len(turn.times) - 1:2d}: "
+                f"{turn.times[-1]:6.2f} s, loss {turn.losses[-1]:.6g}",
+                flush=True,
+            )
+    except KeyboardInterrupt:  # SIGTERM or Ctrl-C: keep the steps measured so far
+        stopped = True
     raw = {
         "size": size,
         "tile": tile,
@@ -193,6 +201,7 @@ def bench_size(size: int, steps: int, tile: int, batch: int) -> dict:
         "steps": {m.name: len(m.times) for m in (exact, lagged)},
         "step_times_s": {m.name: m.times for m in (exact, lagged)},
         "losses": {m.name: m.losses for m in (exact, lagged)},
+        "stopped_early": stopped,
     }
     return {**raw, **summarise(raw)}
 
@@ -253,9 +262,13 @@ def main() -> None:
         "device": str(jax.devices()[0].device_kind),
     }
     record = {"machine": machine, "weights": "random", "date": date, "results": []}
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     for size, n in zip(sizes, steps, strict=True):
-        record["results"].append(bench_size(size, n, args.tile, args.batch))
+        result = bench_size(size, n, args.tile, args.batch)
+        record["results"].append(result)
         path.write_text(json.dumps(record, indent=1))  # each size as soon as it is done
+        if result["stopped_early"]:
+            break
     print(f"-> {path}")
     print_table(machine, record["results"])
 
