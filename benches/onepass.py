@@ -95,6 +95,7 @@ class Mode:
         self.state = opt.init(self.x)
         self.grams = None
         self.times: list[float] = []
+        self.cpu_times: list[float] = []  # this process's CPU seconds: less load-dependent
         self.losses: list[float] = []
 
     @property
@@ -102,7 +103,7 @@ class Mode:
         return sum(self.times)
 
     def run(self, params, targets) -> None:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if self.grams_fn is None:
             self.x, self.state, loss, _ = self.step(params, targets, self.x, self.state)
         else:
@@ -113,6 +114,7 @@ class Mode:
             )
         jax.block_until_ready((self.x, loss))
         self.times.append(time.perf_counter() - t0)
+        self.cpu_times.append(time.process_time() - c0)
         self.losses.append(float(loss))
 
     def curve(self) -> list[tuple[float, float]]:
@@ -135,6 +137,8 @@ def summarise(r: dict) -> dict:
     times = r["step_times_s"]
     losses = r.get("losses") or {n: [v for _, v in c] for n, c in r["curves"].items()}
     medians = {n: statistics.median(t[1:]) for n, t in times.items()}
+    cpu = r.get("step_cpu_s")
+    cpu_medians = {n: statistics.median(t[1:]) for n, t in cpu.items()} if cpu else None
     curves = {n: [(sum(times[n][:k]), v) for k, v in enumerate(losses[n])] for n in times}
     span = min(c[-1][0] for c in curves.values())
     extra = {"exact": 0.0, "lagged": medians["exact"] - medians["lagged"]}
@@ -147,6 +151,10 @@ def summarise(r: dict) -> dict:
     return {
         "median_step_s": medians,
         "ratio_lagged_over_exact": medians["lagged"] / medians["exact"],
+        "median_step_cpu_s": cpu_medians,
+        "cpu_ratio_lagged_over_exact": (
+            cpu_medians["lagged"] / cpu_medians["exact"] if cpu_medians else None
+        ),
         "curves": curves,
         "equal_time_s": span,
         "loss_at_equal_time": {n: loss_at(c, span) for n, c in curves.items()},
@@ -187,7 +195,8 @@ def bench_size(size: int, steps: int, tile: int, batch: int) -> dict:
             turn.run(params, targets)
             print(
                 f"  {size} px {turn.name:6s} step {len(turn.times) - 1:2d}: "
-                f"{turn.times[-1]:6.2f} s, loss {turn.losses[-1]:.6g}",
+                f"{turn.times[-1]:6.2f} s, loss {turn.losses[-1]:.6g}, "
+                f"CPU {turn.cpu_times[-1]:.1f} s",
                 flush=True,
             )
     except KeyboardInterrupt:  # SIGTERM or Ctrl-C: keep the steps measured so far
@@ -200,6 +209,7 @@ def bench_size(size: int, steps: int, tile: int, batch: int) -> dict:
         "compile_s": compile_s,
         "steps": {m.name: len(m.times) for m in (exact, lagged)},
         "step_times_s": {m.name: m.times for m in (exact, lagged)},
+        "step_cpu_s": {m.name: m.cpu_times for m in (exact, lagged)},
         "losses": {m.name: m.losses for m in (exact, lagged)},
         "stopped_early": stopped,
     }
@@ -223,6 +233,12 @@ def print_table(machine: dict, results: list[dict]) -> None:
             f"| {r['steady_equal_time_s']:.0f} | {steady['exact']:.5g} | {steady['lagged']:.5g} |"
         )
     for r in results:
+        if r["cpu_ratio_lagged_over_exact"]:
+            c = r["median_step_cpu_s"]
+            print(
+                f"{r['size']} px CPU s/step: exact {c['exact']:.1f}, lagged {c['lagged']:.1f}, "
+                f"ratio {r['cpu_ratio_lagged_over_exact']:.3f}"
+            )
         print(f"{r['size']} px loss per step (exact):  {[round(v) for v in r['losses']['exact']]}")
         print(f"{r['size']} px loss per step (lagged): {[round(v) for v in r['losses']['lagged']]}")
 
