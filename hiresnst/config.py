@@ -308,7 +308,8 @@ class RenderConfig:
     gram: str = setting(
         "exact",
         "Tiled levels' Gram statistics: exact (a forward pass for them, then forward and "
-        "backward) or lagged (the previous step's, one pass per tile; not exact).",
+        "backward) or lagged (the previous step's, one pass per tile: cheaper, not exact, "
+        "can oscillate; Adam only).",
     )
     seamless: bool = setting(
         False, "Output that tiles with itself (wrap-around padding; sides multiples of 16 px)."
