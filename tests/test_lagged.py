@@ -163,7 +163,9 @@ def test_lagged_resume_equals_uninterrupted(rng, tmp_path, state):
 
 def test_lagged_render_descends_and_untiled_levels_stay_exact(rng):
     content, style = _images(rng)
-    tiled = {"scales": 1, "steps": 4}
+    # A small step: at the default 0.05 the stale gradient overshoots at once on this tiny
+    # problem (the oscillation the README reports), which is not what this test is about.
+    tiled = {"scales": 1, "steps": 4, "learning_rate": 0.01}
     lagged = render_with_info(content, [style], _with(**tiled)).info["levels"][0]
     exact = render_with_info(content, [style], _with(gram="exact", **tiled)).info["levels"][0]
     assert lagged["loss_first"] == pytest.approx(exact["loss_first"], rel=1e-5)
