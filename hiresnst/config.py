@@ -317,7 +317,8 @@ class RenderConfig:
     gram: str = setting(
         "exact",
         "Tiled levels' Gram statistics: exact (a forward pass for them, then forward and "
-        "backward) or lagged (the previous step's, one pass per tile; not exact).",
+        "backward) or lagged (the previous step's, one pass per tile: cheaper, not exact, "
+        "can oscillate; Adam only).",
     )
     seamless: bool = setting(
         False, "Output that tiles with itself (wrap-around padding; sides multiples of 16 px)."
@@ -457,6 +458,8 @@ class RenderConfig:
             )
         _choice("--handover", self.handover, HANDOVERS)
         _choice("--gram", self.gram, GRAMS)
+        if self.gram == "lagged" and self.optimizer != "adam":
+            raise UserError("--gram lagged is for Adam; use --gram exact with --optimizer lbfgs")
         if self.handover == "carry" and self.optimizer != "adam":
             raise UserError("--handover carry carries Adam's moments; use it with --optimizer adam")
         if self.state == "host" and (

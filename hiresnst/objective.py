@@ -254,14 +254,17 @@ def _temporal_core(
     return _temporal_term(spec, wins[core], (warped, c), grid.height, grid.width)
 
 
-def _with_temporal(spec, grid, surrogate, temporal_pad):
+def _with_temporal(spec, grid, surrogate, temporal_pad, grams: bool = False):
     """`tile_surrogate` with the temporal term over the batch's cores added to its value and
-    to its local terms (the host path has no temporal term and uses `tile_surrogate` as is)."""
+    to its local terms (the host path has no temporal term and uses `tile_surrogate` as is).
+    `grams`: the surrogate also returns its batch's Grams (`tile_surrogate`'s `grams`)."""
 
     def fn(wins, masks, content, origins):
-        value, local = surrogate(wins, masks, content, origins)
+        value, aux = surrogate(wins, masks, content, origins)
+        local, tile_grams = aux if grams else (aux, None)
         temporal = _temporal_core(spec, grid, wins, masks[0], temporal_pad, origins)
-        return value + temporal, (*local, temporal)
+        local = (*local, temporal)
+        return value + temporal, ((local, tile_grams) if grams else local)
 
     return fn
 
@@ -436,17 +439,24 @@ def batch_grams(params, spec, grid, wins, masks, padded, origins) -> dict[str, j
     return core_grams(spec, grid, feats, names, padded, origins, masks)
 
 
-def tile_surrogate(params, spec, grid, counts, cot, padded, mrf_t, wins, masks, content, origins):
+def tile_surrogate(
+    params, spec, grid, counts, cot, padded, mrf_t, wins, masks, content, origins, grams=False
+):
     """(value, local terms) of a batch of tiles' surrogate, whose gradient in `wins` is the
     batch's share of the whole image's gradient: the style term through the whole image's
     ∂L/∂G (`cot`) held constant, content, TV and MRF through their core-restricted sums. The
-    device and host paths both differentiate this."""
+    device and host paths both differentiate this.
+
+    `grams` (the lagged mode): (value, (local terms, the batch's core Grams)), the Grams being
+    a by-product of the same forward pass, so one pass yields this step's whole-image Grams."""
     names = style_names(spec)
     feats = features(params, spec, wins, spec.outputs, masks)
     tile_grams = core_grams(spec, grid, feats, names, padded, origins, masks)
     s = sum(jnp.sum(cot[n] * tile_grams[n]) for n in names)
     c_masks = content_core_masks(spec, grid, padded, origins)
     local = local_terms(spec, grid, wins, masks, feats, content, counts, c_masks, mrf_t)
+    if grams:
+        return s + sum(local), (local, tile_grams)
     return s + sum(local), local
 
 
@@ -733,43 +743,89 @@ def _add(a: tuple, b: tuple) -> tuple:
 
 
 def tiled_value_and_grad(
-    params: Params, x: jax.Array, targets: Targets, spec: LossSpec, plan: TiledPlan
-) -> tuple[tuple[jax.Array, dict[str, jax.Array]], jax.Array]:
-    """((loss, terms), gradient) of the whole-image objective, computed tile by tile."""
+    params: Params,
+    x: jax.Array,
+    targets: Targets,
+    spec: LossSpec,
+    plan: TiledPlan,
+    lagged: dict[str, jax.Array] | None = None,
+) -> tuple:
+    """((loss, terms), gradient) of the whole-image objective, computed tile by tile.
+
+    `lagged` (the one-pass mode, `--gram lagged`): whole-image style Grams of an earlier image
+    (the previous step's), whose ∂L/∂G stand in for this image's in the gradient, so the Gram
+    pass is skipped; the same forward pass sums this image's Grams, which are returned third
+    ((loss, terms), gradient, grams) for the next step. The loss is still exact at `x`; the
+    gradient is exact when `lagged` are this image's Grams (`tiled_style_grams`).
+    """
     grid = plan.grid
     counts = layer_counts(spec, grid.height, grid.width)
     snames = style_names(spec)
+    one_pass = lagged is not None
 
-    def fn(params, x, style_t, mrf_t, temporal_t, content_img, origins, live, content, axis):
+    def fn(
+        params, x, style_t, mrf_t, temporal_t, content_img, lagged, origins, live, content, axis
+    ):
         src = grid.source(x)
         content_src = None if content_img is None else grid.source(content_img)
         padded = padded_masks(spec, grid, style_t)
         temporal_pad = _padded_temporal(grid, temporal_t)
-        grams = _gram_pass(params, spec, grid, src, origins, live, snames, padded)
-        grams = _psum(grams, axis)
-        style = style_value(spec, grams, style_t, counts)
-        cot = style_cotangents(spec, grams, style_t, counts)
+        if one_pass:
+            grams = None
+            cot = style_cotangents(spec, lagged, style_t, counts)
+        else:
+            grams = _gram_pass(params, spec, grid, src, origins, live, snames, padded)
+            grams = _psum(grams, axis)
+            cot = style_cotangents(spec, grams, style_t, counts)
 
-        surrogate = partial(tile_surrogate, params, spec, grid, counts, cot, padded, mrf_t)
-        surrogate = _with_temporal(spec, grid, surrogate, temporal_pad)
+        surrogate = partial(
+            tile_surrogate, params, spec, grid, counts, cot, padded, mrf_t, grams=one_pass
+        )
+        surrogate = _with_temporal(spec, grid, surrogate, temporal_pad, one_pass)
 
         def body(carry, xs):
-            acc, local_sum = carry
+            acc, local_sum, gram_sum = carry
             o, lv, content = xs
             wins, masks = _windows(grid, src, o, lv)
             if content_src is not None:
                 content = _content_cores(params, spec, grid, content_src, o, masks)
-            g, local = jax.grad(surrogate, has_aux=True)(wins, masks, content, o)
+            g, aux = jax.grad(surrogate, has_aux=True)(wins, masks, content, o)
+            local, tile_grams = aux if one_pass else (aux, None)
             for i in range(o.shape[0]):
                 acc = grid.add_window(acc, o[i], g[i])
-            return (acc, _add(local_sum, local)), None
+            if one_pass:
+                gram_sum = {n: gram_sum[n] + tile_grams[n] for n in snames}
+            return (acc, _add(local_sum, local), gram_sum), None
 
-        init = (jnp.zeros_like(src), _zero_local())
-        (grad_src, local), _ = jax.lax.scan(body, init, (origins, live, content))
-        grad_src, local = _psum((grad_src, local), axis)
-        return _whole_terms(spec, style, local), grid.fold_source(grad_src)
+        styles = None if padded is None else padded["n_styles"]
+        gram_init = zeros_grams(spec, snames, styles) if one_pass else None
+        init = (jnp.zeros_like(src), _zero_local(), gram_init)
+        (grad_src, local, new_grams), _ = jax.lax.scan(body, init, (origins, live, content))
+        grad_src, local, new_grams = _psum((grad_src, local, new_grams), axis)
+        grams = new_grams if one_pass else grams
+        style = style_value(spec, grams, style_t, counts)
+        return _whole_terms(spec, style, local), grid.fold_source(grad_src), new_grams
 
-    return _run_tiled(fn, spec, plan, params, x, targets)
+    value, grad, grams = _run_tiled(fn, spec, plan, params, x, targets, lagged)
+    return (value, grad, grams) if one_pass else (value, grad)
+
+
+def tiled_style_grams(
+    params: Params, x: jax.Array, targets: Targets, spec: LossSpec, plan: TiledPlan
+) -> dict[str, jax.Array]:
+    """The whole-image style Grams of `x` (masked: per style), as the exact step's Gram pass
+    sums them: the lagged mode's start, one extra forward pass at a level's first step."""
+    grid = plan.grid
+    snames = style_names(spec)
+
+    def fn(params, x, style_t, origins, live, axis):
+        padded = padded_masks(spec, grid, style_t)
+        grams = _gram_pass(params, spec, grid, grid.source(x), origins, live, snames, padded)
+        return _psum(grams, axis)
+
+    origins, live = plan.batches()
+    style_t = style_args(spec, targets, grid.height, grid.width)
+    return _distributed(fn, plan, 3, 2, P())(params, x, style_t, origins, live)
 
 
 def tiled_loss(
@@ -811,18 +867,21 @@ def tiled_loss(
     return _run_tiled(fn, spec, plan, params, x, targets)
 
 
-def _run_tiled(fn, spec: LossSpec, plan: TiledPlan, params: Params, x: jax.Array, targets):
-    """fn(params, x, style, mrf, temporal, content image, origins, live, content tiles) over
-    the plan's devices. The content is the 8-bit image (replicated; `is_content_image`) or the
-    per-tile features of `content_target` (sharded like the tiles): the other one is None."""
+def _run_tiled(fn, spec: LossSpec, plan: TiledPlan, params: Params, x: jax.Array, targets, *extra):
+    """fn(params, x, style, mrf, temporal, content image, *extra, origins, live, content tiles)
+    over the plan's devices (`extra`: replicated, e.g. the lagged Grams). The content is the
+    8-bit image (replicated; `is_content_image`) or the per-tile features of `content_target`
+    (sharded like the tiles): the other one is None."""
     grid = plan.grid
     origins, live = plan.batches()
-    run = _distributed(fn, plan, 6, 3, P())
+    run = _distributed(fn, plan, 6 + len(extra), 3, P())
     style_t = style_args(spec, targets, grid.height, grid.width)
     temporal_t = _temporal_args(spec, targets, grid.height, grid.width)
     content = targets["content"]
     image, tiles = (content, None) if is_content_image(content) else (None, content)
-    return run(params, x, style_t, targets.get("mrf"), temporal_t, image, origins, live, tiles)
+    return run(
+        params, x, style_t, targets.get("mrf"), temporal_t, image, *extra, origins, live, tiles
+    )
 
 
 # ---------------------------------------------------------------- targets
@@ -937,6 +996,7 @@ def content_target(
 
 
 style_target_jit = jax.jit(style_target, static_argnums=(1, 3))
+tiled_style_grams_jit = jax.jit(tiled_style_grams, static_argnums=(3, 4))
 content_target_jit = jax.jit(content_target, static_argnums=(1, 3))
 
 
@@ -961,6 +1021,18 @@ ValueAndGrad = Callable[[jax.Array], tuple[tuple[jax.Array, dict], jax.Array]]
 
 
 LossFn = Callable[[Params, jax.Array, Targets], tuple[jax.Array, dict[str, jax.Array]]]
+
+#: (params, x, targets, previous Grams) -> ((loss, terms), gradient, this image's Grams).
+LaggedFn = Callable[[Params, jax.Array, Targets, dict], tuple[tuple, jax.Array, dict]]
+
+
+def make_lagged_fn(spec: LossSpec, plan: TiledPlan) -> LaggedFn:
+    """The one-pass tiled value and gradient (`tiled_value_and_grad` with `lagged`)."""
+
+    def fn(params, x, targets, grams):
+        return tiled_value_and_grad(params, x, targets, spec, plan, lagged=grams)
+
+    return fn
 
 
 def make_loss_fn(spec: LossSpec, plan: TiledPlan | None) -> LossFn:

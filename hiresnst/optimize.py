@@ -23,9 +23,11 @@ import optax
 
 from .config import OPTIMIZERS
 from .errors import UserError
-from .objective import LossFn, Params, Targets
+from .objective import LaggedFn, LossFn
 
-Step = Callable[[Params, Targets, jax.Array, Any], tuple[jax.Array, Any, jax.Array, dict]]
+#: (params, targets, x, opt_state[, grams]) -> (x, opt_state, loss, terms[, grams]); the Grams
+#: only with `make_step`'s `lagged`.
+Step = Callable[..., tuple]
 
 
 #: Adam carries its first moment in bfloat16 (optax's `mu_dtype`; each step's moment and update
@@ -137,22 +139,33 @@ def carry_adam(new: Any, old: Any, hw: tuple[int, int]) -> Any:
 
 
 def make_step(
-    loss_fn: LossFn, name: str, opt: optax.GradientTransformation, average: float = 0.0
+    loss_fn: LossFn,
+    name: str,
+    opt: optax.GradientTransformation,
+    average: float = 0.0,
+    lagged: LaggedFn | None = None,
 ) -> Step:
     """A jitted (params, targets, x, opt_state) -> (x, opt_state, loss, terms) step.
 
     The loss is evaluated at the image *before* the update; x and the optimiser state are
     donated so the device holds one copy of each. With `average` (EMA decay > 0) the state is
-    `init_state`'s `Averaged`, and its average takes each new iterate.
+    `init_state`'s `Averaged`, and its average takes each new iterate. With `lagged`
+    (`objective.make_lagged_fn`, Adam only) the gradient comes from it instead of `loss_fn`:
+    the step takes the previous step's Grams last and returns this image's Grams last,
+    (params, targets, x, opt_state, grams) -> (x, opt_state, loss, terms, grams).
     """
 
-    def adam_step(params, targets, x, state):
-        (loss, terms), grad = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)(
-            params, x, targets
-        )
+    def adam_step(params, targets, x, state, *grams):
+        if lagged is None:
+            (loss, terms), grad = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)(
+                params, x, targets
+            )
+        else:
+            (loss, terms), grad, new = lagged(params, x, targets, *grams)
+            grams = (new,)
         updates, state = opt.update(grad, state, x)
         x = jnp.clip(optax.apply_updates(x, updates), 0.0, 1.0)
-        return x, state, loss, terms
+        return x, state, loss, terms, *grams
 
     def lbfgs_step(params, targets, x, state):
         def value_fn(y):
@@ -162,15 +175,17 @@ def make_step(
         updates, state = opt.update(grad, state, x, value=loss, grad=grad, value_fn=value_fn)
         return optax.apply_updates(x, updates), state, loss, {}
 
+    if lagged is not None and name != "adam":
+        raise UserError("--gram lagged needs --optimizer adam")
     step = adam_step if name == "adam" else lbfgs_step
     if average > 0:
         inner_step = step
 
-        def step(params, targets, x, state):
-            x, inner, loss, terms = inner_step(params, targets, x, state.inner)
+        def step(params, targets, x, state, *grams):
+            x, inner, loss, terms, *grams = inner_step(params, targets, x, state.inner, *grams)
             count = state.count + 1
             avg = ema_update(state.average, x, count, average)
-            return x, Averaged(inner, avg, count), loss, terms
+            return x, Averaged(inner, avg, count), loss, terms, *grams
 
     return jax.jit(step, donate_argnums=(2, 3))
 

@@ -33,10 +33,12 @@ from .objective import (
     content_target_jit,
     content_values,
     layer_counts,
+    make_lagged_fn,
     make_loss_fn,
     make_plan,
     mrf_target,
     style_target_jit,
+    tiled_style_grams_jit,
 )
 from .optimize import (
     carry_adam,
@@ -55,13 +57,16 @@ from .streaming import HostState, StepTimes, host_adam_step, host_grams
 @dataclass(frozen=True)
 class LevelState:
     """Where one level stands: its image and optimiser state (device arrays or host arrays,
-    as the runner keeps them), the step reached, the RNG key and the losses so far."""
+    as the runner keeps them), the step reached, the RNG key and the losses so far; with
+    `--gram lagged` on a tiled level, the last step's whole-image style Grams (None before
+    the first step, which makes them with one extra pass)."""
 
     image: Any
     opt: Any
     step: int
     key: jax.Array
     losses: tuple[float, ...] = ()
+    grams: Any = None
 
 
 @dataclass
@@ -158,12 +163,31 @@ def level_step(
     learning_rate: float,
     warmup: int,
     average: float = 0.0,
+    lagged: bool = False,
 ) -> tuple[Any, Callable]:
     """A level's optimiser and jitted step, kept for levels of the same shapes and settings:
     a video renders every frame alike, and a fresh step would be traced and compiled again for
-    each (seconds, against a fraction of a second for a small frame's steps)."""
+    each (seconds, against a fraction of a second for a small frame's steps). `lagged`: the
+    one-pass step of a tiled level (`make_step`'s `lagged`)."""
     opt = make_optimizer(optimizer, learning_rate, warmup)
-    return opt, make_step(make_loss_fn(spec, tplan), optimizer, opt, average)
+    one_pass = make_lagged_fn(spec, tplan) if lagged and tplan is not None else None
+    return opt, make_step(make_loss_fn(spec, tplan), optimizer, opt, average, one_pass)
+
+
+#: Checkpoint array names of the lagged mode's Grams: `gram_<layer>`.
+GRAM_PREFIX = "gram_"
+
+
+def gram_arrays(grams: dict | None) -> dict[str, Any]:
+    """A level state's lagged Grams as checkpoint arrays (none in exact mode)."""
+    return {GRAM_PREFIX + n: g for n, g in (grams or {}).items()}
+
+
+def split_grams(arrays: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(the other arrays, the Grams or None) from a checkpoint's arrays."""
+    grams = {k[len(GRAM_PREFIX) :]: v for k, v in arrays.items() if k.startswith(GRAM_PREFIX)}
+    rest = {k: v for k, v in arrays.items() if not k.startswith(GRAM_PREFIX)}
+    return rest, grams or None
 
 
 def temporal_targets(
@@ -196,8 +220,15 @@ class DeviceRunner:
         content = pyramid.resize_into(level.inputs.content, np.empty((*lv.hw, 3), np.uint8))
         self.content = replicate(jnp.asarray(content), mesh)
         self.targets = self._targets()
+        self.lagged = config.gram == "lagged" and self.tplan is not None
         self.opt, self.step = level_step(
-            spec, self.tplan, config.optimizer, config.learning_rate, lv.warmup, config.average
+            spec,
+            self.tplan,
+            config.optimizer,
+            config.learning_rate,
+            lv.warmup,
+            config.average,
+            self.lagged,
         )
 
     def _targets(self) -> dict:
@@ -218,7 +249,13 @@ class DeviceRunner:
         )
         if spec.masked:
             targets = masks.stack_masked_targets(
-                spec, per_style, inputs.style_masks, inputs.content_mask, lv.hw, blend, content_t,
+                spec,
+                per_style,
+                inputs.style_masks,
+                inputs.content_mask,
+                lv.hw,
+                blend,
+                content_t,
                 mesh,
             )
         else:
@@ -242,19 +279,23 @@ class DeviceRunner:
     ) -> LevelState:
         """`carry`: the previous level's optimiser state, whose Adam moments are carried over
         (`--handover carry`), else a fresh state."""
-        hw = self.level.plan.hw
+        hw, mesh = self.level.plan.hw, self.level.mesh
+        arrays, grams = split_grams(saved.arrays) if saved else ({}, None)
         if saved:
-            image = saved.arrays["image"]
+            image = arrays["image"]
         elif tuple(image.shape[:2]) != hw:
             image = pyramid.resize(host_array(image), hw)
-        x = replicate(jnp.asarray(image), self.level.mesh)
+        x = replicate(jnp.asarray(image), mesh)
         opt = init_state(self.opt, x, self.level.config.average)
         if saved:
-            moments = {k: v for k, v in saved.arrays.items() if k != "image"}
-            opt = replicate(restore_opt(opt, moments), self.level.mesh)
+            moments = {k: v for k, v in arrays.items() if k != "image"}
+            opt = replicate(restore_opt(opt, moments), mesh)
         elif carry is not None:
-            opt = replicate(carry_adam(opt, carry, hw), self.level.mesh)
-        return LevelState(x, opt, saved.step if saved else 0, key, _resume_losses(saved))
+            opt = replicate(carry_adam(opt, carry, hw), mesh)
+        if grams is not None and self.lagged:
+            grams = replicate({n: jnp.asarray(g) for n, g in grams.items()}, mesh)
+        step = saved.step if saved else 0
+        return LevelState(x, opt, step, key, _resume_losses(saved), grams if self.lagged else None)
 
     def run(self, state: LevelState) -> LevelState:
         """Jitted steps; each loss is read one step late so the device never waits for the
@@ -262,9 +303,14 @@ class DeviceRunner:
         level, report = self.level, self.level.report
         report.losses[:] = state.losses
         x, opt, pending = state.image, state.opt, None
+        # Lagged: the Grams the next step's gradient uses; a level's first step makes them.
+        grams = state.grams
+        if self.lagged and grams is None and state.step < level.plan.steps:
+            grams = tiled_style_grams_jit(level.params, x, self.targets, level.spec, self.tplan)
+        lag = (grams,) if self.lagged else ()
         report.watch(x)
         for i in range(state.step, level.plan.steps):
-            x, opt, loss, terms = self.step(level.params, self.targets, x, opt)
+            x, opt, loss, terms, *lag = self.step(level.params, self.targets, x, opt, *lag)
             report.watch(x)  # the previous x was donated to the step
             if pending is not None:
                 report(i, *_scalars(*pending))
@@ -272,16 +318,28 @@ class DeviceRunner:
             if level.stop.is_set() or (level.ckpt and level.ckpt.due()):
                 report(i + 1, *_scalars(*pending))
                 pending = None
-                now = replace(state, image=x, opt=opt, step=i + 1, losses=tuple(report.losses))
+                now = replace(
+                    state,
+                    image=x,
+                    opt=opt,
+                    step=i + 1,
+                    losses=tuple(report.losses),
+                    grams=lag[0] if lag else None,
+                )
                 level.check_in(now, lambda now=now: self.arrays(now))
         if pending is not None:
             report(level.plan.steps, *_scalars(*pending))
         return replace(
-            state, image=x, opt=opt, step=level.plan.steps, losses=tuple(report.losses)
+            state,
+            image=x,
+            opt=opt,
+            step=level.plan.steps,
+            losses=tuple(report.losses),
+            grams=lag[0] if lag else None,
         )
 
     def arrays(self, state: LevelState) -> dict[str, Any]:
-        return {"image": state.image, **opt_arrays(state.opt)}
+        return {"image": state.image, **opt_arrays(state.opt), **gram_arrays(state.grams)}
 
     def image(self, state: LevelState) -> Any:
         """The level's result: the average of its iterates with `--average`, else the last."""
@@ -337,21 +395,34 @@ class HostRunner:
         may be on disk)."""
         hs = HostState.allocate((*self.level.plan.hw, 3), self.dir)
         pyramid.resize_into(self.level.inputs.content, hs.content)
+        arrays, grams = split_grams(saved.arrays) if saved else ({}, None)
         if saved:
-            hs.restore(saved.arrays)
+            hs.restore(arrays)
         else:
             pyramid.resize_into(host_array(image), hs.x)
         self.hstate = hs
-        return LevelState(hs.x, hs, saved.step if saved else 0, key, _resume_losses(saved))
+        if grams is not None and self.level.config.gram == "lagged":
+            grams = {n: jnp.asarray(g) for n, g in grams.items()}
+        else:
+            grams = None
+        step = saved.step if saved else 0
+        return LevelState(hs.x, hs, step, key, _resume_losses(saved), grams)
 
     def run(self, state: LevelState) -> LevelState:
         level, report = self.level, self.level.report
         report.losses[:] = state.losses
         lv, hs = level.plan, state.opt
         report.watch(hs.x)
+        lagged = level.config.gram == "lagged"
+        grams = state.grams
         for i in range(state.step, lv.steps):
+            one_pass = lagged and grams is not None
             times = StepTimes()
-            loss, terms = host_adam_step(
+
+            def on_tile(phase: str, done: int, n: int, i: int = i, one: bool = one_pass) -> None:
+                report.send(i, _tile_fraction(phase, done, n, one))
+
+            loss, terms, grams = host_adam_step(
                 level.params,
                 level.spec,
                 self.tplan.grid,
@@ -360,17 +431,19 @@ class HostRunner:
                 hs,
                 level.config.learning_rate,
                 lv.warmup,
-                lambda phase, done, n, i=i: report.send(i, _tile_fraction(phase, done, n)),
+                on_tile,
                 times,
+                grams if lagged else None,
             )
             report.times = dict(times.seconds)
+            grams = grams if lagged else None
             report(i + 1, *_scalars(loss, terms))
-            now = replace(state, step=i + 1, losses=tuple(report.losses))
+            now = replace(state, step=i + 1, losses=tuple(report.losses), grams=grams)
             level.check_in(now, lambda now=now: self.arrays(now))
-        return replace(state, step=lv.steps, losses=tuple(report.losses))
+        return replace(state, step=lv.steps, losses=tuple(report.losses), grams=grams)
 
     def arrays(self, state: LevelState) -> dict[str, Any]:
-        return state.opt.arrays()
+        return {**state.opt.arrays(), **gram_arrays(state.grams)}
 
     def handover(self, state: LevelState) -> Any:
         return None  # a host level starts a fresh Adam (`--handover carry` is refused)
@@ -389,8 +462,11 @@ def _scalars(loss: Any, terms: dict[str, Any]) -> tuple[float, dict[str, float]]
     return host_scalar(loss), {k: host_scalar(v) for k, v in terms.items()}
 
 
-def _tile_fraction(phase: str, done: int, n: int) -> float:
-    """A host-resident step's progress: pass 1 (forward only) is about a third of its work."""
+def _tile_fraction(phase: str, done: int, n: int, one_pass: bool = False) -> float:
+    """A host-resident step's progress: pass 1 (forward only) is about a third of its work;
+    a one-pass (lagged) step is pass 2 alone."""
+    if one_pass:
+        return done / n
     return done / n / 3 if phase == "pass 1" else (1 + 2 * done / n) / 3
 
 

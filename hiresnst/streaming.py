@@ -230,9 +230,12 @@ def _gram_batch(params, spec: LossSpec, grid: TileGrid, wins, origins, live, pad
     return batch_grams(params, spec, grid, wins, window_masks(grid, origins, live), padded, origins)
 
 
-@partial(jax.jit, static_argnums=(1, 2))
-def _grad_batch(params, spec, grid, wins, content_wins, origins, live, cot, padded, mrf_t):
-    """Tile gradients of the device path's surrogate (`objective.tile_surrogate`) for a batch.
+@partial(jax.jit, static_argnums=(1, 2), static_argnames=("grams",))
+def _grad_batch(
+    params, spec, grid, wins, content_wins, origins, live, cot, padded, mrf_t, grams=False
+):
+    """Tile gradients of the device path's surrogate (`objective.tile_surrogate`) for a batch,
+    and with `grams` (lagged mode) the batch's Grams last.
 
     `content_wins` are the 8-bit content windows; they become floats here, on the device, and
     give the batch's content targets."""
@@ -242,9 +245,10 @@ def _grad_batch(params, spec, grid, wins, content_wins, origins, live, cot, padd
     names = tuple(n for n, _ in spec.content_layers)
     content_feats = features(params, spec, content_wins, names, masks)
     content = {n: tile_core(grid, content_feats[n], layer_level(n)) for n in names}
-    surrogate = partial(tile_surrogate, params, spec, grid, counts, cot, padded, mrf_t)
-    g, (c, tv, mrf) = jax.grad(surrogate, has_aux=True)(wins, masks, content, origins)
-    return g, c, tv, mrf
+    surrogate = partial(tile_surrogate, params, spec, grid, counts, cot, padded, mrf_t, grams=grams)
+    g, aux = jax.grad(surrogate, has_aux=True)(wins, masks, content, origins)
+    (c, tv, mrf), batch_grams = aux if grams else (aux, {})
+    return g, c, tv, mrf, batch_grams
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2))
@@ -403,13 +407,17 @@ def host_gradient(
     on_rows: Callable[[slice, np.ndarray], None],
     on_tile: Callable[[str, int, int], None] | None = None,
     times: StepTimes | None = None,
-) -> tuple[float, dict[str, float]]:
+    lagged: dict | None = None,
+) -> tuple[float, dict[str, float], dict]:
     """The whole-image objective's gradient at host image `x`, handed to `on_rows(rows, grad)`
     band by band as soon as those rows' gradient is final. `on_rows` may update `x[rows]` in
     place: later windows never read those rows again. `times` collects where the wall time
     goes (`StepTimes`).
 
-    Returns the loss (at `x` before any update) and its terms."""
+    `lagged` (`--gram lagged`): an earlier image's whole-image Grams stand in for pass 1's
+    (`objective.tiled_value_and_grad`), and pass 2 sums this image's.
+
+    Returns the loss (at `x` before any update), its terms and the Grams of `x`."""
     t = times or StepTimes()
     origins = grid.origins()
     n = len(origins)
@@ -418,11 +426,15 @@ def host_gradient(
     padded = padded_masks(spec, grid, style_t)
     mrf_t = targets.get("mrf")
 
-    grams = host_grams(params, spec, grid, batch, x, on_tile, padded, t)
-    # Left on the device: pass 2 starts while the last Gram batches still run.
-    style_dev, cot = (
-        _style_terms(spec, grid.height, grid.width, grams, style_t) if grams else (None, {})
-    )
+    one_pass = lagged is not None
+    if one_pass:  # pass 2 sums this image's Grams
+        cot = _style_terms(spec, grid.height, grid.width, lagged, style_t)[1] if lagged else {}
+        styles = None if padded is None else padded["n_styles"]
+        grams = zeros_grams(spec, tuple(lagged), styles)
+    else:  # pass 1
+        grams = host_grams(params, spec, grid, batch, x, on_tile, padded, t)
+        # Left on the device: pass 2 starts while the last Gram batches still run.
+        cot = _style_terms(spec, grid.height, grid.width, grams, style_t)[1] if grams else {}
     masks = _device_masks(padded)
 
     width = grid.width
@@ -447,7 +459,17 @@ def host_gradient(
             wins, content_wins = gather(origins[pad])
         with t.part("dispatch"):
             return _grad_batch(
-                params, spec, grid, wins, content_wins, origins[pad], live, cot, masks, mrf_t
+                params,
+                spec,
+                grid,
+                wins,
+                content_wins,
+                origins[pad],
+                live,
+                cot,
+                masks,
+                mrf_t,
+                grams=one_pass,
             )
 
     pending = launch(0)
@@ -455,8 +477,10 @@ def host_gradient(
         # The next batch goes to the device before this one's gradient is read: the device is
         # never idle while the host adds tile gradients into the band and updates rows.
         following = launch(j + 1) if j + 1 < len(work) else None
-        g, c, tv, mrf = pending
+        g, c, tv, mrf, part = pending
         scalars.append((c, tv, mrf))
+        if one_pass:
+            grams = {k: grams[k] + part[k] for k in grams}
         with t.part("device"):
             g = np.asarray(g)
         with t.part("band"):
@@ -486,6 +510,9 @@ def host_gradient(
                 band = nxt
             band_top += shift
     with t.part("device"):
+        style_dev = (
+            _style_terms(spec, grid.height, grid.width, grams, style_t)[0] if grams else None
+        )
         style = float(style_dev) if style_dev is not None else 0.0
         sums = jax.device_get(scalars)
     content_sum = tv_sum = mrf_sum = 0.0
@@ -498,7 +525,7 @@ def host_gradient(
     terms = {"content": content_sum, "style": style, "tv": tv_sum}
     if spec.mrf_layers:
         terms["mrf"] = mrf_sum
-    return sum(terms.values()), terms
+    return sum(terms.values()), terms, grams
 
 
 def host_adam_step(
@@ -512,10 +539,12 @@ def host_adam_step(
     warmup: int = 0,
     on_tile: Callable[[str, int, int], None] | None = None,
     times: StepTimes | None = None,
-) -> tuple[float, dict[str, float]]:
-    """One exact Adam step of the whole-image objective with host-resident state, each band of
-    rows updated as soon as its gradient is final. Returns the loss before the step and its
-    terms; `times` gets the step's wall time by part (`StepTimes`)."""
+    lagged: dict | None = None,
+) -> tuple[float, dict[str, float], dict]:
+    """One Adam step of the whole-image objective with host-resident state, each band of
+    rows updated as soon as its gradient is final: exact, or one-pass from `lagged` Grams
+    (`host_gradient`). Returns the loss before the step, its terms and the Grams there;
+    `times` gets the step's wall time by part (`StepTimes`)."""
     t = times or StepTimes()
     t0 = time.perf_counter()
     state.t += 1
@@ -531,6 +560,7 @@ def host_adam_step(
         adam,
         on_tile,
         t,
+        lagged,
     )
     with t.part("adam"):
         adam.finish()

@@ -187,7 +187,7 @@ def test_host_gradient_equals_the_untiled_gradient(rng, weights):
         grad[rows] += g
         handed.append((rows.start, rows.stop))
 
-    loss, terms = streaming.host_gradient(
+    loss, terms, _ = streaming.host_gradient(
         params,
         spec,
         grid,
