@@ -477,5 +477,8 @@ def _blend(level: Level) -> list[float]:
 
 def host_resize(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """`pyramid.resize` for host-resident images: on the CPU backend, block by block (no copy
-    to an accelerator, no full-size temporaries)."""
+    to an accelerator, no full-size temporaries); an image already at `hw` is used as it is
+    (a style at its own size, the default: no second copy)."""
+    if tuple(image.shape[:2]) == tuple(hw) and image.dtype == np.float32:
+        return image
     return pyramid.resize_into(image, np.empty((*hw, image.shape[2]), np.float32))

@@ -128,7 +128,9 @@ def test_fit_crops_masks_like_the_content():
 def test_mrf_render_records_its_term(rng):
 
     content, style = _images(rng)
-    result = render_with_info(content, [style], _with(steps=6, style_loss="gram+mrf", tile=32))
+    # A small step: Gram statistics of a noise style under random weights oscillate at 0.05.
+    config = _with(steps=6, style_loss="gram+mrf", tile=32, learning_rate=0.01)
+    result = render_with_info(content, [style], config)
     level = result.info["levels"][-1]
     assert level["loss_last"] < level["loss_first"]
     assert result.info["settings"]["style_loss"] == "gram+mrf"
