@@ -68,6 +68,9 @@ ROW_CHUNK_PIXELS = 1 << 18
 #: Tile batches in flight: the host gathers the next batch's windows (and updates finished
 #: rows) while the device computes the one before.
 PIPELINE_DEPTH = 2
+#: Band-wise Adam keeps at most this many launched chunks' results (30 B/px of their rows)
+#: before writing the oldest back: a whole band's would be ~63 MB at 4096 px wide.
+ADAM_IN_FLIGHT = 2
 
 
 @dataclass
@@ -357,11 +360,12 @@ def _adam_band(lr: float, warmup: int):
 class BandAdam:
     """Adam on bands of rows whose gradient is final, run by the CPU backend (`_adam_band`)
     while the device goes on with later tiles: a band's update is launched when it is handed
-    on and written into the host arrays when the next band comes (or at `finish`), so the host
-    never waits for it. The rows, moments and gradient reach it uncopied (aligned arrays,
-    `aligned_zeros`); the gradient band must stay unchanged until the next call returns. It
-    goes a fixed-size chunk of rows at a time, so that its temporaries stay small at any image
-    width (a last, shorter chunk is compiled at its own height)."""
+    on and written into the host arrays, chunk by chunk, once `ADAM_IN_FLIGHT` later chunks are
+    launched (or at the next band, or `finish`), so the host rarely waits for it. The rows,
+    moments and gradient reach it uncopied (aligned arrays, `aligned_zeros`); the gradient band
+    must stay unchanged until the next call returns. It goes a fixed-size chunk of rows at a
+    time, so that its temporaries stay small at any image width (a last, shorter chunk is
+    compiled at its own height)."""
 
     def __init__(self, state: HostState, lr: float, warmup: int = 0) -> None:
         self.state = state
@@ -379,13 +383,18 @@ class BandAdam:
             g = grad[r - rows.start : part.stop - rows.start]
             args = jax.device_put((st.x[part], st.m[part], st.v[part], g, self.count), self.cpu)
             self.pending.append((part, self.update(*args)))
+            if len(self.pending) > ADAM_IN_FLIGHT:
+                self._write(*self.pending.pop(0))
 
     def finish(self) -> None:
         """Write the launched updates into the host arrays (waiting for them if need be)."""
-        st = self.state
-        for part, (x, m, v) in self.pending:
-            st.x[part], st.m[part], st.v[part] = np.asarray(x), np.asarray(m), np.asarray(v)
+        for item in self.pending:
+            self._write(*item)
         self.pending = []
+
+    def _write(self, part: slice, result: tuple[jax.Array, ...]) -> None:
+        st, (x, m, v) = self.state, result
+        st.x[part], st.m[part], st.v[part] = np.asarray(x), np.asarray(m), np.asarray(v)
 
 
 def _adam_rows(state: HostState, rows: slice, grad: np.ndarray, lr: float, warmup: int = 0) -> None:
