@@ -339,6 +339,9 @@ def host_grams(
         done += len(idx)
         if on_tile:
             on_tile("pass 1", done, len(origins))
+    del gather, in_flight
+    with t.part("trim"):  # before the level's state is allocated (styles' Grams come first)
+        trim_heap()
     return grams
 
 
@@ -510,6 +513,8 @@ def host_gradient(
             with t.part("adam"):
                 on_rows(slice(finished, upto), band[finished - band_top : upto - band_top])
             finished = upto
+            with t.part("trim"):  # once per tile row: the windows' and XLA's freed buffers
+                trim_heap()
         if not last:
             with t.part("band"):
                 shift = grid.tile
