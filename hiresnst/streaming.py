@@ -439,6 +439,7 @@ def host_gradient(
     mrf_t = targets.get("mrf")
 
     one_pass = lagged is not None
+    style_dev = None  # this image's style term, once its Grams are summed
     if one_pass:  # pass 2 sums this image's Grams
         cot = _style_terms(spec, grid.height, grid.width, lagged, style_t)[1] if lagged else {}
         styles = None if padded is None else padded["n_styles"]
@@ -446,7 +447,10 @@ def host_gradient(
     else:  # pass 1
         grams = host_grams(params, spec, grid, batch, x, on_tile, padded, t)
         # Left on the device: pass 2 starts while the last Gram batches still run.
-        cot = _style_terms(spec, grid.height, grid.width, grams, style_t)[1] if grams else {}
+        if grams:
+            style_dev, cot = _style_terms(spec, grid.height, grid.width, grams, style_t)
+        else:
+            cot = {}
     masks = _device_masks(padded)
 
     width = grid.width
@@ -524,9 +528,8 @@ def host_gradient(
                 band = nxt
             band_top += shift
     with t.part("device"):
-        style_dev = (
-            _style_terms(spec, grid.height, grid.width, grams, style_t)[0] if grams else None
-        )
+        if one_pass and grams:
+            style_dev = _style_terms(spec, grid.height, grid.width, grams, style_t)[0]
         style = float(style_dev) if style_dev is not None else 0.0
         sums = jax.device_get(scalars)
     content_sum = tv_sum = mrf_sum = 0.0
